@@ -1,0 +1,1 @@
+"""Suites, the runner and the results store."""

@@ -1,0 +1,1 @@
+"""Uncertainty and calibration metrics (benchmarks.md §1)."""

@@ -1,0 +1,1 @@
+"""Infinite-width and empirical NTKs, the linearized model, the function-space solver, lazy-regime diagnostics."""

@@ -1,0 +1,1 @@
+"""Leaderboards, comparisons, figures and the HTML report (reads only the results store)."""
