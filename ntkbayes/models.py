@@ -67,13 +67,20 @@ def activation_fn(name: str | Activation):
         ) from None
 
 
+def _parameterization(name: str | Parameterization) -> Parameterization:
+    try:
+        return Parameterization(name)
+    except ValueError:
+        raise ValueError(f"unknown parameterization {name!r}; expected 'ntk' or 'standard'") from None
+
+
 class Dense(nn.Module):
     """Fully connected layer in NTK or standard parameterization (math.md (a)). x (N, D_in) → (N, D_out)."""
 
     def __init__(self, in_features: int, out_features: int, *, w_std: float = 1.0, b_std: float = 0.0,
                  parameterization: str = "ntk", bias: bool = True):
         super().__init__()
-        self.parameterization = Parameterization(parameterization)
+        self.parameterization = _parameterization(parameterization)
         self.in_features, self.out_features = in_features, out_features
         self.w_std, self.b_std = float(w_std), float(b_std)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
@@ -123,8 +130,8 @@ class MLP(nn.Module):
         super().__init__()
         if depth < 0 or width < 1:
             raise ValueError(f"MLP: depth must be ≥ 0 and width ≥ 1, got depth={depth}, width={width}")
-        self.activation = Activation(activation)
         self.phi = activation_fn(activation)
+        self.activation = Activation(activation)
         self.dropout = float(dropout)
         dims = [in_features] + [width] * depth + [out_features]
         self.layers = nn.ModuleList(
@@ -160,7 +167,7 @@ class CNN(nn.Module):
                  parameterization: str = "ntk", dropout: float = 0.0):
         super().__init__()
         self.phi = activation_fn(activation)
-        self.parameterization = Parameterization(parameterization)
+        self.parameterization = _parameterization(parameterization)
         self.w_std, self.b_std, self.dropout = float(w_std), float(b_std), float(dropout)
         chans = [in_channels] + [width] * depth
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, stride=1 if i == 0 else 2)

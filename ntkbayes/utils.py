@@ -24,7 +24,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a CPU generator seeded the same way."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries that use the global numpy RNG
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
