@@ -1,0 +1,229 @@
+"""The ``ntkbayes`` command: ``run | list | leaderboard | compare | report | lazy`` (design.md layout).
+
+``ntkbayes run [SUITE]`` runs a suite file (default ``benchmarks/suites/default.toml``; a bare name such as
+``smoke`` means ``benchmarks/suites/smoke.toml``) into ``results/<suite name>`` and resumes where it stopped;
+``ntkbayes list`` shows methods with their parameters and defaults, datasets with their options, and suites;
+``ntkbayes leaderboard DIR`` renders a results directory. ``compare``, ``report`` and ``lazy`` import their
+modules only when called (``ntkbayes.report.comparison.main_compare``, ``ntkbayes.report.html.main_report``,
+``ntkbayes.lazy.main_lazy``; each takes the parsed arguments and returns an exit status).
+
+User errors — a bad suite file, a missing dataset file, a bad option or command line — print one line
+``ntkbayes: error: <message>`` on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from ntkbayes.errors import UserError
+
+#: Suite run when none is named (what ``make run`` runs).
+DEFAULT_SUITE = "benchmarks/suites/default.toml"
+
+#: Suite of ``ntkbayes lazy`` when none is named.
+DEFAULT_LAZY_SUITE = "benchmarks/suites/lazy.toml"
+
+#: Where suites are looked up by bare name and listed, relative to the working directory (then to the checkout).
+SUITES_DIR = "benchmarks/suites"
+
+#: Exit status of user errors (as argparse uses for usage errors).
+EXIT_USER_ERROR = 2
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises a UserError instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sub = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise UserError(f"{sub}{message}")
+
+
+def _checkout_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def resolve_suite_path(spec: str) -> Path:
+    """A suite file path: as given, else ``benchmarks/suites/<spec>.toml``, here or in the ntkbayes checkout."""
+    p = Path(spec)
+    candidates = [p]
+    if p.suffix != ".toml" and len(p.parts) == 1:
+        candidates.append(Path(SUITES_DIR) / f"{spec}.toml")
+    if not p.is_absolute():
+        candidates += [_checkout_root() / c for c in list(candidates)]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise UserError(f"suite file not found: {spec} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def _suites_dirs() -> list[Path]:
+    dirs = [Path(SUITES_DIR), _checkout_root() / SUITES_DIR]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from ntkbayes.harness.config import load_suite
+    from ntkbayes.harness.runner import run_suite
+
+    suite = load_suite(resolve_suite_path(args.suite))
+    out = args.out if args.out is not None else str(Path("results") / suite.name)
+    summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
+                        progress=not args.no_progress, download=args.download, data_root=args.root,
+                        address=args.address, retry_failed=not args.no_retry_failed)
+    print(summary)
+    for label, error in summary.failures:
+        print(f"  failed: {label}: {error}", file=sys.stderr)
+    return 0
+
+
+def _fmt_default(v) -> str:
+    import inspect
+
+    if v is inspect.Parameter.empty:
+        return "(required)"
+    return repr(getattr(v, "value", v))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ntkbayes import data, methods
+    from ntkbayes.harness.config import load_suite
+
+    print("methods:")
+    for name in methods.available():
+        cls = methods.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"  {name}" + (f" — {doc[0]}" if doc else ""))
+        for k, v in cls.param_defaults().items():
+            print(f"      {k} = {_fmt_default(v)}")
+    print("datasets:")
+    for name in data.available():
+        opts = data.describe(name)
+        print(f"  {name}: " + (", ".join(f"{k}={_fmt_default(v)}" for k, v in opts.items()) or "(no options)"))
+    print("suites:")
+    found = False
+    for d in _suites_dirs():
+        for path in sorted(d.glob("*.toml")):
+            found = True
+            try:
+                suite = load_suite(path)
+                info = f"{suite.name}: {len(suite.cells())} cells" + (f" — {suite.description}"
+                                                                      if suite.description else "")
+            except UserError as e:
+                info = f"(invalid: {e})"
+            print(f"  {path}: {info}")
+    if not found:
+        print(f"  (none found in {SUITES_DIR})")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ntkbayes.report.leaderboard import leaderboard
+
+    text = leaderboard(args.dir, args.format, metrics=args.metrics, datasets=args.datasets,
+                       standalone=not args.fragment)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _lazy(module: str, func: str):
+    """A command that imports ``module`` only when run and calls ``module.func(args)``."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                raise UserError(f"'{args.command}' is not available: module {module} is missing") from None
+            raise
+        return int(getattr(mod, func)(args) or 0)
+
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = _ArgumentParser(prog="ntkbayes", description="Benchmark Bayesian uncertainty in classification.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a suite into a results directory (resumes)")
+    r.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help=f"suite file or name (default {DEFAULT_SUITE})")
+    r.add_argument("--out", help="results directory (default results/<suite name>)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
+    r.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
+    r.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run")
+    r.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto)")
+    r.add_argument("--download", action="store_true", help="let dataset loaders download missing files")
+    r.add_argument("--root", help="data root (default: the suite's data_root, else datasets/)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-retry-failed", action="store_true", help="leave cells whose last record failed")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="methods and parameters, datasets and options, suites")
+    ls.set_defaults(func=cmd_list)
+
+    lb = sub.add_parser("leaderboard", help="per-dataset tables of a results directory")
+    lb.add_argument("dir", help="results directory")
+    lb.add_argument("--format", choices=["md", "csv", "latex", "html"], default="md")
+    lb.add_argument("--metrics", nargs="+", help="metric keys or patterns (e.g. 'ood/*/entropy/auroc')")
+    lb.add_argument("--datasets", nargs="+", help="only these datasets")
+    lb.add_argument("--output", help="write to this file instead of stdout")
+    lb.add_argument("--fragment", action="store_true", help="html: only the tables, not a page")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    c = sub.add_parser("compare", help="compare methods' predictive distributions on the same points")
+    c.add_argument("dir", help="results directory")
+    c.add_argument("--dataset", nargs="+", help="only these datasets")
+    c.add_argument("--methods", nargs="+", help="only these method labels")
+    c.add_argument("--output", help="output file or directory (default: inside DIR)")
+    c.set_defaults(func=_lazy("ntkbayes.report.comparison", "main_compare"))
+
+    rp = sub.add_parser("report", help="static HTML report of a results directory")
+    rp.add_argument("dir", help="results directory")
+    rp.add_argument("--output", help="output file (default DIR/report.html)")
+    rp.set_defaults(func=_lazy("ntkbayes.report.html", "main_report"))
+
+    lz = sub.add_parser("lazy", help="lazy-regime diagnostics suite")
+    lz.add_argument("suite", nargs="?", default=DEFAULT_LAZY_SUITE, help=f"suite file (default {DEFAULT_LAZY_SUITE})")
+    lz.add_argument("--out", help="results directory")
+    lz.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device")
+    lz.set_defaults(func=_lazy("ntkbayes.lazy", "main_lazy"))
+    return p
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e)
+    if isinstance(e, FileNotFoundError) and e.filename and not msg.startswith(str(e.filename)):
+        msg = f"{e.filename}: {e.strerror or msg}" if e.strerror else msg
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ntkbayes`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError) as e:
+        print(f"ntkbayes: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("ntkbayes: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

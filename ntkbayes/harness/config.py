@@ -1,0 +1,483 @@
+"""Benchmark suites: strict TOML files → frozen dataclasses, and grid expansion into cells (design.md "Suites").
+
+A suite file (parsed with ``tomllib``; flat and strict in the spirit of nanoGPT's ``configurator.py``, without
+its ``exec``)::
+
+    name = "smoke"            # optional; default: the file name without ".toml"
+    description = "..."       # optional free text
+    seeds = [0, 1, 2]         # required: distinct integers ≥ 0 (seed = initialization and data split)
+    device = "auto"           # optional: auto | cpu | cuda (default auto)
+    data_root = "datasets"    # optional: where ntkbayes.data.load finds files (default "datasets")
+
+    [datasets.moons]          # table key = label; the dataset is the label unless `dataset` names it
+    n = 400                   # options of ntkbayes.data.describe(name); never swept (lists are values)
+    [datasets.digits04]
+    dataset = "digits"
+    id_classes = [0, 1, 2, 3, 4]
+
+    [methods.map]             # table key = label; the method is the label unless `method` names it,
+    width = 64                # so one method can appear twice with different parameters
+    [methods.ens_wide]
+    method = "deep_ensemble"
+    members = [4, 8]          # a list expands to a sweep: two rows, ens_wide[members=4] and ens_wide[members=8]
+
+Method parameters are the constructor arguments (``ntkbayes.methods.get(name).param_defaults()``). A list value
+is a sweep, except for a parameter whose default is itself a list or tuple: there a list is the value and a list of
+lists is the sweep (``hidden = [[64, 64], [128]]``). To pass a literal list to a parameter whose default is not a
+list (e.g. ``None``), write a one-element sweep ``[[64, 64]]``. Types are checked against the default where one
+exists: bool for bool, int for int, int or float for float (ints become floats, so ``1`` and ``1.0`` are the same
+cell), str for str, one of the member values for a ``(str, Enum)``, list for list/tuple, table for dict; a
+default of ``None`` or no default accepts any TOML value except dates. Anything else — an unknown top-level key,
+method, parameter, dataset or dataset option, a wrong type, a file that is not UTF-8 or not TOML — is a
+:class:`~ntkbayes.errors.UserError` naming the file, the table and the key.
+
+Grid: datasets × seeds × methods × sweep values, in that order (a dataset and seed are loaded once and reused by
+every method). A cell's ``run_id`` is the first 16 hex digits of the SHA-256 of the canonical JSON (sorted keys,
+no spaces) of ``{dataset, dataset_options, method, params, seed}``, where options and params are *resolved*
+(defaults filled in, JSON-normalized): a default changed in the code gives new run_ids, and spelling out a default
+gives the same cell. Labels, the suite name, the data root and the device are not part of it, so the same cell in
+two suites is one result. Two tables that expand to the same cell are an error.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ntkbayes.errors import UserError
+
+try:  # Python ≥ 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: Keys a suite file may have at top level.
+SUITE_KEYS = ("name", "description", "seeds", "device", "data_root", "datasets", "methods")
+
+#: Arguments of ``ntkbayes.data.load`` that the harness sets (per cell or from the command line); a dataset table
+#: may not set them.
+LOAD_ARGUMENTS = ("name", "root", "seed", "download")
+
+#: Default data root, relative to the working directory (design.md layout: ``datasets/``).
+DEFAULT_DATA_ROOT = "datasets"
+
+#: Length of a run_id in hex digits: 64 bits make a collision among even millions of cells negligible.
+RUN_ID_LENGTH = 16
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class Device(str, enum.Enum):
+    """Where the cells run."""
+
+    AUTO = "auto"
+    """CUDA when a GPU is present, else CPU."""
+    CPU = "cpu"
+    """The CPU, even when a GPU is present."""
+    CUDA = "cuda"
+    """The current CUDA device; an error (no silent fallback) when there is none."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One ``[datasets.<label>]`` table: the dataset name and its explicit load options."""
+
+    label: str
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ``[methods.<label>]`` table: fixed parameters and swept ones (name → tuple of values, file order)."""
+
+    label: str
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    sweep: Mapping[str, tuple] = field(default_factory=dict)
+
+    def variants(self) -> list[tuple[str, dict[str, Any]]]:
+        """(row label, explicit params) for each point of the sweep grid; the label names the swept values."""
+        if not self.sweep:
+            return [(self.label, dict(self.params))]
+        keys = list(self.sweep)
+        out = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            chosen = dict(zip(keys, values))
+            tag = ",".join(f"{k}={_format_value(v)}" for k, v in chosen.items())
+            out.append((f"{self.label}[{tag}]", {**self.params, **chosen}))
+        return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a dataset (with options) × a method (with params) × a seed.
+
+    ``dataset_options`` and ``params`` are what the suite set (passed to ``data.load`` and ``methods.create``);
+    ``resolved_options`` and ``resolved_params`` add the defaults, JSON-normalized, and are what ``run_id`` hashes
+    and records keep. ``data_root`` and ``download`` say where data come from and are not hashed.
+    """
+
+    suite: str
+    dataset_label: str
+    dataset: str
+    dataset_options: Mapping[str, Any]
+    method_label: str
+    method: str
+    params: Mapping[str, Any]
+    seed: int
+    run_id: str
+    resolved_options: Mapping[str, Any] = field(default_factory=dict)
+    resolved_params: Mapping[str, Any] = field(default_factory=dict)
+    data_root: str = DEFAULT_DATA_ROOT
+    download: bool = False
+
+    @property
+    def label(self) -> str:
+        """Human-readable cell name for progress bars and messages."""
+        return f"{self.dataset_label} | {self.method_label} | seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form (for executors that ship cells elsewhere)."""
+        return {
+            "suite": self.suite,
+            "dataset_label": self.dataset_label,
+            "dataset": self.dataset,
+            "dataset_options": dict(self.dataset_options),
+            "method_label": self.method_label,
+            "method": self.method,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "run_id": self.run_id,
+            "resolved_options": dict(self.resolved_options),
+            "resolved_params": dict(self.resolved_params),
+            "data_root": self.data_root,
+            "download": self.download,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Cell:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite file. ``path`` is where it came from (for messages)."""
+
+    name: str
+    path: str
+    seeds: tuple[int, ...]
+    datasets: tuple[DatasetSpec, ...]
+    methods: tuple[MethodSpec, ...]
+    device: Device = Device.AUTO
+    data_root: str = DEFAULT_DATA_ROOT
+    description: str = ""
+
+    def cells(self, seeds=None, *, data_root: str | None = None, download: bool = False) -> list[Cell]:
+        """Expand the grid (see :func:`expand`)."""
+        return expand(self, seeds=seeds, data_root=data_root, download=download)
+
+
+# -- JSON normalization and run ids ----------------------------------------------------------------------------
+def normalize(value: Any) -> Any:
+    """JSON-safe canonical form: Enum → its value, tuple → list, int-valued floats stay floats; dict keys → str.
+
+    Non-finite floats become the strings "nan", "inf", "-inf"; other objects their ``repr`` (a default that is a
+    callable, say), so hashing never fails.
+    """
+    if isinstance(value, enum.Enum):
+        return normalize(value.value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [normalize(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): normalize(v) for k, v in value.items()}
+    return repr(value)
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact JSON with sorted keys: the same content always gives the same string."""
+    return json.dumps(normalize(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mapping, seed: int) -> str:
+    """sha256(canonical JSON of dataset, options, method, params, seed)[:16]."""
+    payload = {
+        "dataset": dataset,
+        "dataset_options": dict(dataset_options),
+        "method": method,
+        "params": dict(params),
+        "seed": int(seed),
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def _format_value(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    return json.dumps(normalize(v), separators=(",", ":"))
+
+
+# -- type checks ---------------------------------------------------------------------------------------------
+_TOML_TYPES = (bool, int, float, str, list, dict)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _check_any(value: Any, where: str) -> Any:
+    if isinstance(value, list):
+        return [_check_any(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _check_any(v, where) for k, v in value.items()}
+    if not isinstance(value, _TOML_TYPES):
+        raise UserError(f"{where}: unsupported TOML value of type {type(value).__name__} (dates are not options)")
+    return value
+
+
+def check_value(value: Any, default: Any, where: str) -> Any:
+    """Check a TOML value against a parameter default's type; return it normalized (int → float for floats).
+
+    ``where`` is "file: [table] key" for the message.
+    """
+    if default is inspect.Parameter.empty or default is None:
+        return _check_any(value, where)
+    if isinstance(default, enum.Enum):
+        allowed = [m.value for m in type(default)]
+        if not isinstance(value, str) or value not in allowed:
+            raise UserError(f"{where}: expected one of {allowed}, got {value!r}")
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected an array, got {_type_name(value)} {value!r}")
+        if default:
+            return [check_value(v, default[0], where) for v in value]
+        return _check_any(value, where)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, dict)
+    else:
+        return _check_any(value, where)
+    if not ok:
+        expected = "float" if isinstance(default, float) else _type_name(default)
+        raise UserError(f"{where}: expected {expected} (like the default {default!r}), got {_type_name(value)} "
+                        f"{value!r}")
+    return value
+
+
+# -- parsing -------------------------------------------------------------------------------------------------
+def _read_toml(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"suite file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read suite file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); suite files are UTF-8 TOML") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML: {e}") from None
+
+
+def _dataset_options(name: str) -> dict[str, Any] | None:
+    """Option name → default for a dataset from ``ntkbayes.data.describe`` (None when it cannot be told)."""
+    from ntkbayes import data
+
+    describe = getattr(data, "describe", None)
+    if describe is None:
+        return None
+    info = describe(name)
+    opts = info.get("options", info) if isinstance(info, Mapping) else None
+    if not isinstance(opts, Mapping):
+        return None
+    out = {}
+    for k, v in opts.items():
+        if isinstance(v, Mapping) and "default" in v:  # {"option": {"default": ..., "doc": ...}}
+            v = v["default"]
+        out[k] = v
+    return {k: v for k, v in out.items() if k not in LOAD_ARGUMENTS}
+
+
+def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
+    from ntkbayes import data
+
+    where = f"{path}: [datasets.{label}]"
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table of dataset options, got {_type_name(table)}")
+    table = dict(table)
+    name = table.pop("dataset", label)
+    if not isinstance(name, str):
+        raise UserError(f"{where} dataset: expected a string, got {_type_name(name)}")
+    known = list(data.available()) if hasattr(data, "available") else []
+    if name not in known:
+        raise UserError(f"{where}: unknown dataset {name!r}; available: {', '.join(known) or 'none'}")
+    defaults = _dataset_options(name)
+    options = {}
+    for key, value in table.items():
+        if key in LOAD_ARGUMENTS:
+            raise UserError(f"{where} {key}: set by the harness (seeds, data_root, --download), not per dataset")
+        if defaults is not None and key not in defaults:
+            raise UserError(
+                f"{where} {key}: unknown option of dataset {name!r}; expected some of {', '.join(defaults) or '-'}"
+            )
+        default = defaults.get(key, None) if defaults is not None else None
+        options[key] = check_value(value, default, f"{where} {key}")
+    return DatasetSpec(label=label, name=name, options=options)
+
+
+def _parse_method(path: Path, label: str, table: Any) -> MethodSpec:
+    from ntkbayes import methods
+
+    where = f"{path}: [methods.{label}]"
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table of method parameters, got {_type_name(table)}")
+    table = dict(table)
+    name = table.pop("method", label)
+    if not isinstance(name, str):
+        raise UserError(f"{where} method: expected a string, got {_type_name(name)}")
+    if name not in methods.available():
+        raise UserError(f"{where}: unknown method {name!r}; available: {', '.join(methods.available())}")
+    defaults = methods.get(name).param_defaults()
+    params, sweep = {}, {}
+    for key, value in table.items():
+        if key not in defaults:
+            raise UserError(
+                f"{where} {key}: unknown parameter of method {name!r}; expected some of {', '.join(defaults)}"
+            )
+        default = defaults[key]
+        list_valued = isinstance(default, (list, tuple))
+        is_sweep = isinstance(value, list) and (not list_valued or (value and all(isinstance(v, list)
+                                                                                   for v in value)))
+        if is_sweep:
+            if not value:
+                raise UserError(f"{where} {key}: an empty array sweeps over nothing")
+            values = tuple(check_value(v, default, f"{where} {key}") for v in value)
+            if len({canonical_json(v) for v in values}) != len(values):
+                raise UserError(f"{where} {key}: the sweep {value!r} repeats a value")
+            sweep[key] = values
+        else:
+            params[key] = check_value(value, default, f"{where} {key}")
+    missing = [k for k, d in defaults.items() if d is inspect.Parameter.empty and k not in table]
+    if missing:
+        raise UserError(f"{where}: method {name!r} needs parameter(s) {', '.join(missing)}")
+    return MethodSpec(label=label, name=name, params=params, sweep=sweep)
+
+
+def _labels(path: Path, raw: dict, key: str) -> dict:
+    tables = raw.get(key)
+    if tables is None:
+        raise UserError(f"{path}: missing [{key}.<label>] tables")
+    if not isinstance(tables, dict) or not tables:
+        raise UserError(f"{path}: [{key}] must hold at least one [{key}.<label>] table")
+    for label in tables:
+        if not _LABEL_RE.match(label):
+            raise UserError(f"{path}: [{key}.{label}]: a label may use only letters, digits, '_', '.', '-'")
+    return tables
+
+
+def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>") -> Suite:
+    """Validate a parsed TOML document (see module docstring) into a :class:`Suite`."""
+    path = Path(path)
+    unknown = [k for k in raw if k not in SUITE_KEYS]
+    if unknown:
+        raise UserError(f"{path}: unknown top-level key {unknown[0]!r}; expected some of {', '.join(SUITE_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _LABEL_RE.match(name):
+        raise UserError(f"{path}: name: expected a string of letters, digits, '_', '.', '-', got {name!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise UserError(f"{path}: description: expected a string, got {_type_name(description)}")
+    if "seeds" not in raw:
+        raise UserError(f"{path}: missing key 'seeds' (e.g. seeds = [0, 1, 2])")
+    seeds = _check_seeds(raw["seeds"], f"{path}: seeds")
+    device = raw.get("device", "auto")
+    if device not in [d.value for d in Device]:
+        raise UserError(f"{path}: device: expected one of auto, cpu, cuda, got {device!r}")
+    data_root = raw.get("data_root", DEFAULT_DATA_ROOT)
+    if not isinstance(data_root, str) or not data_root:
+        raise UserError(f"{path}: data_root: expected a non-empty string, got {data_root!r}")
+    datasets = tuple(_parse_dataset(path, k, v) for k, v in _labels(path, raw, "datasets").items())
+    methods = tuple(_parse_method(path, k, v) for k, v in _labels(path, raw, "methods").items())
+    suite = Suite(name=name, path=str(path), seeds=seeds, datasets=datasets, methods=methods,
+                  device=Device(device), data_root=data_root, description=description)
+    expand(suite)  # duplicate cells are an error at load time
+    return suite
+
+
+def _check_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise UserError(f"{where}: expected a non-empty array of integers, got {seeds!r}")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise UserError(f"{where}: expected integers ≥ 0, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: seeds repeat: {list(seeds)}")
+    return tuple(int(s) for s in seeds)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; every problem is a UserError naming the file, table and key."""
+    path = Path(path)
+    return parse_suite(_read_toml(path), path)
+
+
+def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: bool = False) -> list[Cell]:
+    """Cells of the grid datasets × seeds × methods × sweep values (``seeds`` overrides the suite's)."""
+    from ntkbayes import methods
+
+    seeds = _check_seeds(list(seeds), "seeds") if seeds is not None else suite.seeds
+    root = data_root if data_root is not None else suite.data_root
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
+    for ds in suite.datasets:
+        ds_defaults = _dataset_options(ds.name) or {}
+        resolved_options = normalize({**ds_defaults, **ds.options})
+        for seed in seeds:
+            for ms in suite.methods:
+                defaults = methods.get(ms.name).param_defaults()
+                for row_label, explicit in ms.variants():
+                    resolved = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty}
+                    resolved_params = normalize({**resolved, **explicit})
+                    rid = run_id_of(ds.name, resolved_options, ms.name, resolved_params, seed)
+                    where = f"[datasets.{ds.label}] × {row_label}"
+                    if rid in seen:
+                        raise UserError(
+                            f"{suite.path}: {where} and {seen[rid]} are the same cell (same dataset, options, "
+                            f"method and parameters); remove one"
+                        )
+                    seen[rid] = where
+                    cells.append(Cell(suite=suite.name, dataset_label=ds.label, dataset=ds.name,
+                                      dataset_options=dict(ds.options), method_label=row_label,
+                                      method=ms.name, params=explicit, seed=int(seed), run_id=rid,
+                                      resolved_options=resolved_options, resolved_params=resolved_params,
+                                      data_root=root, download=bool(download)))
+    return cells

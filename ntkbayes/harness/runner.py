@@ -1,0 +1,462 @@
+"""Run a suite: expand the grid, send cells through an executor, write records, resume (design.md "Execution").
+
+One cell = load data → create the method → fit → predict on test and every OOD set (and a 64×64 grid for 2-D
+data) → ``ntkbayes.metrics.evaluate`` → a record with full provenance. :func:`run_cell` does that for one cell and
+is pure and top-level (no closures, no store access), so any executor can ship it to another process or machine.
+Whatever goes wrong inside a cell — an exception in loading, fitting, predicting or scoring, a NaN that makes the
+``Predictive`` invalid, a memory-estimate refusal — becomes a record with status ``failed`` and the error text, and
+the suite goes on.
+
+Executors. An executor is a callable ``executor(cells, device) -> iterator of (cell, record, arrays)``: it takes an
+iterable of :class:`~ntkbayes.harness.config.Cell` (consumed lazily: each cell is claimed in the store just
+before the executor pulls it) and the device string ("auto" | "cpu" | "cuda", resolved where the cell runs), and
+yields each cell with ``run_cell``'s result as cells finish, in any order. Only the driver (:func:`run_suite`)
+touches the store: it saves the predictions, then appends the record. ``"local"`` runs cells one after another in
+this process; ``"ray"`` is ``ntkbayes.harness.ray_executor.run_cells(cells, device, *, address=None)``, imported
+only when asked for.
+
+Measurements:
+
+- ``fit_seconds``: wall time of ``method.fit``; ``predict_seconds``: wall time of predicting test and every OOD set
+  (not the grid). CUDA is synchronized before each clock read.
+- ``peak_memory_bytes`` over fit + predict, how it was measured in ``peak_memory_kind``: on CUDA
+  ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` ("cuda_max_allocated": tensors only); on
+  Linux CPU the process's peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the
+  resident size before fit ("rss_peak_delta": everything the cell added, caches included); elsewhere the growth
+  of ``ru_maxrss`` ("ru_maxrss_delta": a lower bound, 0 unless the cell beats the process's earlier peak).
+
+Determinism: everything (python, numpy, torch) is seeded from the cell seed right before the method is created,
+and data splits are a function of the same seed, so a cell gives the same record on any executor (timings aside).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ntkbayes.errors import UserError
+from ntkbayes.harness.config import Cell, Suite, canonical_json, load_suite
+from ntkbayes.harness.store import (
+    SCHEMA_VERSION,
+    STATUS_FAILED,
+    STATUS_OK,
+    ResultsStore,
+    json_safe,
+    prediction_arrays,
+)
+
+#: Datasets kept in memory within one process, keyed by (name, options, seed, root). Cells are ordered dataset ×
+#: seed × method, so 2 entries let every method of a (dataset, seed) reuse one load while bounding memory for
+#: image datasets.
+DATA_CACHE_SIZE = 2
+
+#: Side of the uncertainty-map grid saved for 2-D datasets (G = GRID_SIZE², as the report draws it).
+GRID_SIZE = 64
+
+#: Margin of the grid around the standardized training data, in standardized units.
+GRID_MARGIN = 3.0
+
+#: Traceback lines kept in a failed record (the end of the trace, where the error is raised).
+TRACEBACK_LINES = 15
+
+#: Distributions whose versions go into every record.
+VERSIONED_PACKAGES = ("ntkbayes", "torch", "numpy", "scipy", "scikit-learn", "pandas", "gpytorch",
+                      "laplace-torch", "torch-uncertainty", "mnist1d")
+
+Executor = Callable[[Iterable[Cell], str], Iterator[tuple[Cell, dict, dict[str, np.ndarray]]]]
+
+_DATA_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+
+
+# -- provenance ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict[str, Any]:
+    """Package versions, git commit (of the ntkbayes checkout, when it is one), hostname; computed once."""
+    versions = {"python": platform.python_version()}
+    for dist in VERSIONED_PACKAGES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["cuda"] = torch.version.cuda
+    commit, dirty = _git_state()
+    return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "hostname": socket.gethostname()}
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    repo = Path(__file__).resolve().parents[2]  # the checkout holding ntkbayes/, if it is one
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != repo:
+            return None, None  # an installed copy: a surrounding repository is not ours
+        commit = git("rev-parse", "HEAD").stdout.strip() or None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# -- memory ----------------------------------------------------------------------------------------------------
+def _proc_status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _PeakMemory:
+    """Peak memory of a code region on ``dev`` (see the module docstring for the three kinds)."""
+
+    def __init__(self, dev: torch.device) -> None:
+        self.dev = dev
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            self.kind = "cuda_max_allocated"
+            return
+        self.start = _proc_status_kb("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
+            ok = self.start is not None and _proc_status_kb("VmHWM") is not None
+        except OSError:
+            ok = False
+        if ok:
+            self.kind = "rss_peak_delta"
+        else:
+            self.kind = "ru_maxrss_delta"
+            self.start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def peak_bytes(self) -> int:
+        if self.kind == "cuda_max_allocated":
+            torch.cuda.synchronize(self.dev)
+            return int(torch.cuda.max_memory_allocated(self.dev))
+        if self.kind == "rss_peak_delta":
+            return max(0, (_proc_status_kb("VmHWM") or 0) - self.start) * 1024
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is kB on Linux, bytes on macOS
+        return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.start) * scale
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# -- one cell --------------------------------------------------------------------------------------------------
+def load_data(cell: Cell):
+    """``ntkbayes.data.load`` for the cell, through the per-process cache of ``DATA_CACHE_SIZE`` entries."""
+    from ntkbayes import data
+
+    key = (cell.dataset, canonical_json(cell.dataset_options), cell.seed, cell.data_root, cell.download)
+    if key in _DATA_CACHE:
+        _DATA_CACHE.move_to_end(key)
+        return _DATA_CACHE[key]
+    splits = data.load(cell.dataset, root=cell.data_root, seed=cell.seed, download=cell.download,
+                       **dict(cell.dataset_options))
+    _DATA_CACHE[key] = splits
+    while len(_DATA_CACHE) > DATA_CACHE_SIZE:
+        _DATA_CACHE.popitem(last=False)
+    return splits
+
+
+def clear_data_cache() -> None:
+    """Drop the datasets cached by :func:`load_data`."""
+    _DATA_CACHE.clear()
+
+
+def grid_points(train_x: torch.Tensor, size: int = GRID_SIZE, margin: float = GRID_MARGIN) -> torch.Tensor:
+    """(G, 2) float32 grid, G = size², over the bounding box of ``train_x`` (N, 2) ± ``margin``; row-major with
+    the first coordinate varying fastest: ``grid[k] = (xs[k % size], ys[k // size])``."""
+    x = train_x.detach().to("cpu", torch.float64)
+    lo, hi = x.min(0).values - margin, x.max(0).values + margin
+    xs = torch.linspace(float(lo[0]), float(hi[0]), size, dtype=torch.float64)
+    ys = torch.linspace(float(lo[1]), float(hi[1]), size, dtype=torch.float64)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).to(torch.float32)
+
+
+def base_record(cell: Cell) -> dict[str, Any]:
+    """The record fields known before the cell runs."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": cell.run_id,
+        "suite": cell.suite,
+        "dataset": cell.dataset,
+        "dataset_label": cell.dataset_label,
+        "dataset_options": dict(cell.resolved_options),
+        "method": cell.method,
+        "method_label": cell.method_label,
+        "params": dict(cell.resolved_params),
+        "seed": cell.seed,
+    }
+
+
+def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run one cell; never raises for a problem inside the cell.
+
+    Returns:
+        (record, arrays): the record (status "ok" or "failed") and the predictions-file arrays
+        (``test_probs`` (S, N, C), ``test_labels`` (N,), ``ood_<set>_probs`` (S, M, C), and ``grid_x`` (G, 2),
+        ``grid_probs`` (S, G, C) for 2-D data); ``arrays`` is empty for a failed cell.
+    """
+    from ntkbayes import methods, metrics
+    from ntkbayes.utils import resolve_device, seed_everything
+
+    record = base_record(cell)
+    prov = provenance()
+    record.update(versions=prov["versions"], git_commit=prov["git_commit"], git_dirty=prov["git_dirty"],
+                  hostname=prov["hostname"], device_requested=str(device))
+    record["conventions"] = json_safe(getattr(metrics, "CONVENTIONS", {}))
+    stage = "device"
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        dev = resolve_device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        record.update(device=str(dev), device_name=_device_name(dev))
+        stage = "load"
+        data = load_data(cell)
+        record["data_info"] = json_safe({
+            **dict(data.info),
+            "num_classes": data.num_classes,
+            "feature_shape": list(data.feature_shape),
+            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                      **{f"ood/{k}": int(v.shape[0]) for k, v in data.ood.items()}},
+        })
+        stage = "create"
+        seed_everything(cell.seed)
+        method = methods.create(cell.method, **dict(cell.params))
+        stage = "fit"
+        mem = _PeakMemory(dev)
+        t0 = time.perf_counter()
+        method.fit(data, seed=cell.seed, device=dev)
+        _sync(dev)
+        fit_seconds = time.perf_counter() - t0
+        stage = "predict"
+        t0 = time.perf_counter()
+        test_pred = method.predict(data.test.x)
+        ood_preds = {name: method.predict(x) for name, x in data.ood.items()}
+        _sync(dev)
+        predict_seconds = time.perf_counter() - t0
+        peak = mem.peak_bytes()
+        arrays = prediction_arrays(test_pred, data.test.y, ood_preds)
+        if data.feature_shape == (2,):
+            stage = "grid"
+            grid = grid_points(data.train.x)
+            arrays["grid_x"] = grid.numpy()
+            arrays["grid_probs"] = method.predict(grid).member_probs.numpy().astype(np.float32)
+        stage = "evaluate"
+        scores = metrics.evaluate(test_pred, data.test.y, ood=ood_preds)
+        record.update(
+            status=STATUS_OK, error=None, failed_stage=None,
+            metrics={k: float(v) for k, v in scores.items()},
+            fit_info=json_safe(method.fit_info()),
+            fit_seconds=fit_seconds, predict_seconds=predict_seconds,
+            peak_memory_bytes=int(peak), peak_memory_kind=mem.kind,
+            predictions=f"predictions/{cell.run_id}.npz",
+        )
+    except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, the suite goes on
+        tb = traceback.format_exc().rstrip().splitlines()
+        record.update(
+            status=STATUS_FAILED, error=f"{type(e).__name__}: {e}", failed_stage=stage,
+            traceback="\n".join(tb[-TRACEBACK_LINES:]), metrics={}, fit_info={}, fit_seconds=None,
+            predict_seconds=None, peak_memory_bytes=None, peak_memory_kind=None, predictions=None,
+        )
+        record.setdefault("device", None)
+        arrays = {}
+    record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return json_safe(record), arrays
+
+
+# -- executors -------------------------------------------------------------------------------------------------
+def local_executor(cells: Iterable[Cell], device: str) -> Iterator[tuple[Cell, dict, dict[str, np.ndarray]]]:
+    """Run cells one after another in this process, yielding each as it finishes."""
+    for cell in cells:
+        record, arrays = run_cell(cell, device)
+        yield cell, record, arrays
+
+
+EXECUTORS = ("local", "ray")
+
+
+def get_executor(executor: str | Executor = "local", *, address: str | None = None) -> Executor:
+    """``"local"``, ``"ray"`` (imported lazily, ``address`` passed on) or an executor callable itself."""
+    if callable(executor):
+        return executor
+    if executor == "local":
+        return local_executor
+    if executor == "ray":
+        try:
+            mod = importlib.import_module("ntkbayes.harness.ray_executor")
+        except ModuleNotFoundError as e:
+            if e.name in ("ntkbayes.harness.ray_executor", "ray"):
+                raise UserError(f"executor 'ray' is not available ({e.name} is not installed)") from None
+            raise
+        return functools.partial(mod.run_cells, address=address)
+    raise UserError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+
+
+# -- the suite -------------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """What :func:`run_suite` did. ``failures`` lists (cell label, error)."""
+
+    suite: str
+    out_dir: str
+    cells: int
+    already_done: int
+    ran: int = 0
+    ok: int = 0
+    failed: int = 0
+    claimed_elsewhere: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        s = (f"suite {self.suite}: {self.cells} cells, {self.already_done} already done, ran {self.ran} "
+             f"({self.ok} ok, {self.failed} failed) in {self.seconds:.1f} s → {self.out_dir}")
+        if self.claimed_elsewhere:
+            s += f"; {self.claimed_elsewhere} left to another runner"
+        return s
+
+
+def _preflight(suite: Suite, cells: list[Cell]) -> None:
+    """Before any cell runs: load each pending dataset once and create each method, so missing files and bad
+    options stop the run with a message instead of failing every cell. Missing data raise as they are."""
+    from ntkbayes import methods
+
+    checked: set[tuple] = set()
+    for cell in cells:
+        key = ("data", cell.dataset_label)
+        if key not in checked:
+            checked.add(key)
+            try:
+                load_data(cell)
+            except FileNotFoundError:
+                raise
+            except (ValueError, TypeError) as e:
+                raise UserError(f"{suite.path}: [datasets.{cell.dataset_label}]: {e}") from None
+        key = ("method", cell.method_label)
+        if key not in checked:
+            checked.add(key)
+            try:
+                methods.create(cell.method, **dict(cell.params))
+            except (ValueError, TypeError) as e:
+                raise UserError(f"{suite.path}: [methods.{cell.method_label}]: {e}") from None
+
+
+def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, device: str | None = None,
+              seeds: Iterable[int] | None = None, executor: str | Executor = "local", progress: bool = True,
+              download: bool = False, data_root: str | None = None, address: str | None = None,
+              retry_failed: bool = True) -> RunSummary:
+    """Run every cell of ``suite`` not yet done in the store at ``out_dir``.
+
+    Args:
+        suite: a :class:`Suite` or the path of a suite file.
+        device: "auto" | "cpu" | "cuda"; default the suite's.
+        seeds: override the suite's seeds.
+        executor: "local", "ray", or an executor callable (module docstring).
+        download: let data loaders download missing files.
+        data_root: override the suite's data root.
+        retry_failed: run cells again whose newest record is "failed" (default), else leave them.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    device = str(device if device is not None else suite.device.value)
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device: expected auto, cpu or cuda, got {device!r}")
+    run = get_executor(executor, address=address)
+    if run is local_executor and device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA device is available (use --device cpu or auto)")
+    cells = suite.cells(seeds, data_root=data_root, download=download)
+    store = ResultsStore(out_dir)
+    store.cleanup_temp()
+    done = store.done_run_ids()
+    failed_before = {k for k, r in store.latest().items() if r["status"] == STATUS_FAILED}
+    pending = [c for c in cells if c.run_id not in done and (retry_failed or c.run_id not in failed_before)]
+    summary = RunSummary(suite=suite.name, out_dir=str(out_dir), cells=len(cells),
+                         already_done=len(cells) - len(pending))
+    if pending:
+        _preflight(suite, pending)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pending), desc=suite.name, unit="cell", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    in_flight: set[str] = set()
+
+    def claimed() -> Iterator[Cell]:
+        for cell in pending:
+            if store.try_claim(cell.run_id):
+                in_flight.add(cell.run_id)
+                bar.set_postfix_str(cell.label, refresh=True)
+                yield cell
+            else:
+                summary.claimed_elsewhere += 1
+                bar.update(1)
+
+    try:
+        for cell, record, arrays in run(claimed(), device):
+            if record["status"] == STATUS_OK and arrays:
+                store.save_arrays(cell.run_id, arrays)  # predictions first: a record never points at nothing
+            store.append(record)
+            store.release(cell.run_id)
+            in_flight.discard(cell.run_id)
+            summary.ran += 1
+            if record["status"] == STATUS_OK:
+                summary.ok += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((cell.label, record["error"]))
+                tqdm.write(f"failed: {cell.label}: {record['error']}", file=sys.stderr)
+            bar.update(1)
+    finally:
+        bar.close()
+        for run_id in in_flight:  # interrupted: let the next run take these cells
+            store.release(run_id)
+        clear_data_cache()
+    summary.seconds = time.perf_counter() - t_start
+    return summary

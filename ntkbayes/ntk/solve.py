@@ -1,0 +1,689 @@
+"""Function-space solver: NTK-regularized cross-entropy = multiclass GP-classifier MAP, Laplace predictive.
+
+Implements ``../shared/math.md`` (c) and (d):
+
+* (c) the linearized network trained on (1/N)ΣCE + (λ/2)‖θ−θ_a‖² is the MAP of a GP classifier with prior
+  g ~ N(m, K), K = Θ/κ, κ = λN; Newton/IRLS in the general sample-major (NC × NC) form (:func:`newton_full`) and
+  in the class-block form, Rasmussen & Williams (2006, GPML) Algorithm 3.3 with a prior mean (:func:`newton_block`),
+  both with a backtracking line search and the Laplace log evidence; the λ → 0 label-smoothed interpolant
+  (:func:`interpolant_smoothed`).
+* (d) the linearized-Laplace (GGN) predictive N(μ*, Σ*) at test points (:func:`predict`, R&W Algorithm 3.4 for
+  the block form) and the softmax predictive by Monte Carlo (:func:`softmax_mc`) or probit (:func:`softmax_probit`).
+
+Conventions (math.md 0): B prior means (ensemble members) share one kernel; N train, M test points, C classes;
+vectors are **sample-major** (index ``n*C + c``, ``f.reshape(-1)`` of an (N, C) tensor) in the full form and
+class-major inside the block form. Every solver works in the kernel's dtype and device (float64 recommended).
+
+Anchors (math.md (c)): the caller builds the prior mean m (train) and m* (test) and passes them in —
+
+* anchor ``init`` (θ_a = θ0): m = f0(X) = f(X; θ0), m* = f0(x*);
+* anchor ``zero`` (θ_a = 0): m = f0(X) − J(X)θ0 = f_lin(X; θ=0), m* = f0(x*) − J(x*)θ0;
+* infinite width: m = f0 sampled jointly on X ∪ X* from N(0, K_nngp ⊗ I_C) (or N(0, Θ ⊗ I_C) for NTKGP, (e)).
+
+:func:`prior_mean` computes the first two for a finite network with one ``torch.func.jvp``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from ntkbayes.utils import check_memory
+
+#: Newton stops after two consecutive steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (float64 kernels). Newton converges
+#: quadratically, so the second (polishing) step takes the MAP to rounding precision.
+DEFAULT_TOL = 1e-10
+#: Default tolerance for float32 kernels (|ΔΨ| below ~1e-7·|Ψ| is rounding noise there).
+DEFAULT_TOL_FLOAT32 = 1e-6
+#: Line-search slack in units of eps·max(1, |Ψ|): Ψ is a sum over NC terms, so a step at the optimum can raise it
+#: by rounding; such steps are accepted so the polishing step is not rejected.
+ROUNDING_SLACK = 64.0
+#: Iteration cap; the verified problems need 7–13 iterations, tiny λ (large K) a few more.
+DEFAULT_MAX_ITER = 100
+#: Step halvings in the backtracking line search before a member keeps its iterate (t → 0: stalled at optimum).
+MAX_HALVINGS = 40
+#: Test points per chunk when forming predictive covariances (bounds memory at B·NC·chunk·C numbers).
+DEFAULT_PREDICT_BLOCK = 512
+#: Memory advice named in errors raised before (NC)² or C·N² matrices are formed.
+MEMORY_OPTION = ("member_chunk (solve fewer members at once), keep_factors=False, a smaller N (subsample / "
+                 "max_train) or the block form with the analytic kernel (kernel='analytic')")
+
+
+class Anchor(str, Enum):
+    """Point the L2 regularizer pulls the parameters toward (math.md (c))."""
+
+    INIT = "init"
+    """θ_a = θ0: prior mean m = f0 = f(·; θ0)."""
+    ZERO = "zero"
+    """θ_a = 0: prior mean m = f_lin(·; θ=0) = f0 − J θ0 (needs the finite network)."""
+
+
+@dataclass
+class NewtonResult:
+    """Converged Newton/IRLS solution for B prior means sharing one kernel (math.md (c)).
+
+    Attributes:
+        form: ``"full"`` (sample-major NC × NC) or ``"block"`` (class-block, R&W Alg. 3.3).
+        f: (B, N, C) MAP logits at the training points, ĝ = m + Kα.
+        alpha: (B, N, C) α̂ = y − softmax(ĝ) at the optimum.
+        beta: (B, N, C) coefficients on the kernel as given, ``kernel_scale·α`` (= α/(λN) = β of math.md (c) when
+            the kernel is Θ and ``kernel_scale = 1/(λN)``).
+        kernel_scale: prior covariance K = kernel_scale · (kernel given); predict applies it to test kernels too.
+        log_evidence: (B,) Laplace log q(Y) = Σ yᵀlog softmax(ĝ) − ½α̂ᵀKα̂ − ½log|I + SKS|.
+        psi: (B,) final objective Ψ = ΣCE(ĝ) + ½α̂ᵀKα̂.
+        iterations: (B,) Newton iterations per member. converged: (B,) two steps in a row had |ΔΨ| ≤ tol·max(1,|Ψ|).
+        delta_psi: (B,) |ΔΨ| of the last step. grad_norm: (B,) ‖∇_g Ψ‖ = ‖α − (y − p)‖ at the end.
+        sqrt_w: (B, N, C, C) per-sample W^{1/2} (full form). chol: (B, NC, NC) chol(I + SKS) (full form).
+        e_mats: (B, C, N, N) E_c (block form). chol_m: (B, N, N) chol(Σ_c E_c) (block form).
+    """
+
+    form: str
+    f: Tensor
+    alpha: Tensor
+    beta: Tensor
+    kernel_scale: float
+    log_evidence: Tensor
+    psi: Tensor
+    iterations: Tensor
+    converged: Tensor
+    delta_psi: Tensor
+    grad_norm: Tensor
+    sqrt_w: Tensor | None = None
+    chol: Tensor | None = None
+    e_mats: Tensor | None = None
+    chol_m: Tensor | None = None
+
+    def report(self) -> dict:
+        """JSON-serializable convergence summary over the B members."""
+        return {
+            "form": self.form,
+            "members": int(self.f.shape[0]),
+            "all_converged": bool(self.converged.all()),
+            "max_iterations": int(self.iterations.max()),
+            "mean_iterations": float(self.iterations.double().mean()),
+            "max_grad_norm": float(self.grad_norm.max()),
+            "max_delta_psi": float(self.delta_psi.max()),
+            "mean_log_evidence": float(self.log_evidence.mean()),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input handling
+# ---------------------------------------------------------------------------------------------------------------
+def _members(m: Tensor | None, N: int, C: int, ref: Tensor, name: str) -> Tensor:
+    """Prior means as (B, N, C) in ref's dtype/device; accepts (N, C), (B, N, C), (N*C,), (B, N*C) or None (zero)."""
+    if m is None:
+        return torch.zeros(1, N, C, dtype=ref.dtype, device=ref.device)
+    m = torch.as_tensor(m).to(ref.device, ref.dtype)
+    if m.shape in ((N, C), (N * C,)):
+        m = m.reshape(1, N, C)
+    elif m.ndim == 3 and m.shape[1:] == (N, C):
+        pass
+    elif m.ndim == 2 and m.shape[1] == N * C:
+        m = m.reshape(-1, N, C)
+    else:
+        raise ValueError(f"{name}: expected shape (N, C)=({N}, {C}), (B, N, C) or flat (B, N*C), got {tuple(m.shape)}")
+    if not torch.isfinite(m).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return m
+
+
+def _targets(Y: Tensor, N: int, C: int, ref: Tensor) -> Tensor:
+    """Y as (N, C) rows on the simplex; integer labels (N,) become one-hot."""
+    Y = torch.as_tensor(Y)
+    if not Y.is_floating_point():
+        if Y.shape != (N,) or Y.min() < 0 or Y.max() >= C:
+            raise ValueError(f"Y: integer labels must have shape ({N},) and values in [0, {C}), got {tuple(Y.shape)}")
+        Y = torch.nn.functional.one_hot(Y.long(), C)
+    Y = Y.to(ref.device, ref.dtype)
+    if Y.shape != (N, C):
+        raise ValueError(f"Y: expected shape (N, C)=({N}, {C}), got {tuple(Y.shape)}")
+    if (Y < 0).any() or (Y.sum(-1) - 1).abs().max() > 1e-6:
+        raise ValueError("Y: rows must be non-negative and sum to 1 (one-hot or label-smoothed targets)")
+    return Y
+
+
+def _flat_kernel(K: Tensor, N: int, C: int, name: str) -> Tensor:
+    """(N, N, C, C) 4-D layout or flat (NC, NC) sample-major → flat (NC, NC) (math.md 0)."""
+    if K.shape == (N, N, C, C):
+        return K.permute(0, 2, 1, 3).reshape(N * C, N * C)
+    if K.shape == (N * C, N * C):
+        return K
+    raise ValueError(f"{name}: expected (N*C, N*C)=({N * C}, {N * C}) or (N, N, C, C), got {tuple(K.shape)}")
+
+
+def _kernel_dims(m: Tensor | None, Y: Tensor) -> tuple[int, int]:
+    """(N, C) from Y (labels need C from m)."""
+    Y = torch.as_tensor(Y)
+    if Y.ndim == 2:
+        return Y.shape[0], Y.shape[1]
+    if m is None:
+        raise ValueError("Y: integer labels need the prior mean m (B, N, C) to give C; pass one-hot Y (N, C)")
+    return Y.shape[0], torch.as_tensor(m).shape[-1]
+
+
+def _sqrt_w(p: Tensor) -> tuple[Tensor, Tensor]:
+    """W_i = diag(p_i) − p_i p_iᵀ and its symmetric square root via eigh, eigenvalues clamped at 0. p (..., C)."""
+    W = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+    evals, Q = torch.linalg.eigh(W)
+    S = (Q * evals.clamp_min(0).sqrt().unsqueeze(-2)) @ Q.transpose(-1, -2)
+    return S, W
+
+
+def _chol(A: Tensor, what: str) -> Tensor:
+    L, info = torch.linalg.cholesky_ex(A)
+    if (info != 0).any():
+        raise ValueError(f"{what} is not positive definite (kernel not PSD or not finite?)")
+    return L
+
+
+def _cat(results: list[NewtonResult]) -> NewtonResult:
+    if len(results) == 1:
+        return results[0]
+    kw = {}
+    for fld in fields(NewtonResult):
+        vals = [getattr(r, fld.name) for r in results]
+        kw[fld.name] = torch.cat(vals) if isinstance(vals[0], Tensor) else vals[0]
+    return NewtonResult(**kw)
+
+
+def _line_search(psi_of, a: Tensor, d: Tensor, psi0: Tensor, m: Tensor):
+    """Backtracking per member: t halved until Ψ(a + t d) ≤ Ψ(a) up to rounding (math.md (c)); a member that never
+    decreases Ψ keeps a (t = 0)."""
+    out_a, out_psi = a.clone(), psi0.clone()
+    slack = ROUNDING_SLACK * torch.finfo(a.dtype).eps * psi0.abs().clamp_min(1.0)
+    t = torch.ones(a.shape[0], dtype=a.dtype, device=a.device)
+    todo = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    shape = (-1,) + (1,) * (a.ndim - 1)
+    for _ in range(MAX_HALVINGS):
+        idx = todo.nonzero().squeeze(1)
+        cand = a[idx] + t[idx].view(shape) * d[idx]
+        pc = psi_of(cand, m[idx])
+        ok = torch.isfinite(pc) & (pc <= psi0[idx] + slack[idx])
+        out_a[idx[ok]], out_psi[idx[ok]] = cand[ok], pc[ok]
+        todo[idx[ok]] = False
+        t[idx[~ok]] *= 0.5
+        if not todo.any():
+            break
+    return out_a, out_psi
+
+
+def _newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_iter: int):
+    """Shared driver: Newton direction from ``step(a, m)``, line search, per-member convergence bookkeeping."""
+    if tol is None:
+        tol = DEFAULT_TOL if a0.dtype == torch.float64 else DEFAULT_TOL_FLOAT32
+    B = a0.shape[0]
+    a, psi = a0, psi_of(a0, m)
+    iters = torch.zeros(B, dtype=torch.long, device=a.device)
+    conv = torch.zeros(B, dtype=torch.bool, device=a.device)
+    dpsi = torch.full((B,), float("inf"), dtype=a.dtype, device=a.device)
+    small = torch.zeros(B, dtype=torch.long, device=a.device)
+    for _ in range(max_iter):
+        act = (~conv).nonzero().squeeze(1)
+        if act.numel() == 0:
+            break
+        a_act, m_act = a[act], m[act]
+        a_new, psi_new = _line_search(psi_of, a_act, step(a_act, m_act) - a_act, psi[act], m_act)
+        change = (psi[act] - psi_new).abs()
+        a[act], psi[act], dpsi[act] = a_new, psi_new, change
+        iters[act] += 1
+        small[act] = torch.where(change <= tol * psi_new.abs().clamp_min(1.0), small[act] + 1, 0)
+        conv[act] = small[act] >= 2  # one polishing step after |ΔΨ| is small: quadratic convergence → full precision
+    return a, psi, iters, conv, dpsi
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# full (sample-major NC × NC) Newton — math.md (c)
+# ---------------------------------------------------------------------------------------------------------------
+def _full_factor(S: Tensor, K4: Tensor, scale: float) -> Tensor:
+    """chol(I + S K S) for blockdiag S (b, N, C, C) and K4 (N, C, N, C) → (b, NC, NC)."""
+    b, N, C, _ = S.shape
+    SK = torch.einsum("bnce,nemd->bncmd", S, K4)
+    A = torch.einsum("bncmd,bmdf->bncmf", SK, S).reshape(b, N * C, N * C)
+    del SK
+    A.mul_(scale).diagonal(dim1=-2, dim2=-1).add_(1.0)
+    return _chol(A, "I + S K S")
+
+
+def _blocks(S: Tensor, v: Tensor) -> Tensor:
+    """Blockdiag (b, N, C, C) times (b, N, C)."""
+    return (S @ v.unsqueeze(-1)).squeeze(-1)
+
+
+def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float | None, max_iter: int,
+                      keep: bool) -> NewtonResult:
+    B, N, C = m.shape
+    K4 = K.view(N, C, N, C)
+
+    def kmv(a: Tensor) -> Tensor:  # K a, a (b, N, C); K symmetric
+        return (scale * (a.reshape(a.shape[0], -1) @ K)).view(a.shape)
+
+    def psi_of(a: Tensor, mm: Tensor) -> Tensor:  # Ψ(α) = Σ CE(m + Kα) + ½ αᵀKα   (math.md (c))
+        u = kmv(a)
+        return -(Y * torch.log_softmax(mm + u, -1)).sum((1, 2)) + 0.5 * (a * u).sum((1, 2))
+
+    def step(a: Tensor, mm: Tensor) -> Tensor:  # math.md (c), Newton/IRLS lines
+        u = kmv(a)
+        p = torch.softmax(mm + u, -1)
+        S, W = _sqrt_w(p)
+        bvec = _blocks(W, u) + (Y - p)                                  # b = W K α + (y − p)
+        L = _full_factor(S, K4, scale)                                  # L = chol(I + S K S)
+        v = _blocks(S, kmv(bvec)).reshape(a.shape[0], N * C, 1)
+        w = torch.cholesky_solve(v, L).view(a.shape)
+        return bvec - _blocks(S, w)                                     # α_new = b − S L⁻ᵀL⁻¹ S K b
+
+    a, psi, iters, conv, dpsi = _newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    u = kmv(a)
+    f = m + u
+    logp = torch.log_softmax(f, -1)
+    p = logp.exp()
+    S, _ = _sqrt_w(p)
+    L = _full_factor(S, K4, scale)
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    log_ev = (Y * logp).sum((1, 2)) - 0.5 * (a * u).sum((1, 2)) - half_logdet   # math.md (c) log-evidence
+    grad = (a - (Y - p)).flatten(1).norm(dim=1)
+    return NewtonResult("full", f, a, scale * a, scale, log_ev, psi, iters, conv, dpsi, grad,
+                        sqrt_w=S if keep else None, chol=L if keep else None)
+
+
+def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
+                max_iter: int = DEFAULT_MAX_ITER, member_chunk: int | None = None,
+                keep_factors: bool = True) -> NewtonResult:
+    """Newton/IRLS for the GP-classifier MAP with a general multi-output kernel (math.md (c), sample-major).
+
+    Minimizes Ψ(α) = Σ_i CE(softmax(g_i), y_i) + ½αᵀKα with g = m + Kα, for each of B prior means; never forms
+    K⁻¹ or W⁻¹. Cost O(B (NC)³) per iteration, memory about 3·B·(NC)² numbers.
+
+    Args:
+        K: (NC, NC) sample-major kernel or (N, N, C, C) (e.g. the empirical NTK Θ); prior covariance is
+            ``kernel_scale · K`` (use ``kernel_scale = 1/(λN)`` with K = Θ, see :func:`solve_ntk_classifier`).
+        m: prior mean at the training points, (B, N, C), (N, C), flat (B, NC) / (NC,), or None (zero).
+        Y: (N, C) one-hot or label-smoothed targets, or (N,) integer labels.
+        tol: stop after two steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (None: DEFAULT_TOL, or DEFAULT_TOL_FLOAT32 for
+            float32). member_chunk: solve members in chunks of this size (memory).
+        keep_factors: keep W^{1/2} and chol(I + SKS) for :func:`predict`'s covariance.
+
+    Returns:
+        :class:`NewtonResult` with ``form = "full"``.
+    """
+    N, C = _kernel_dims(m, Y)
+    K = _flat_kernel(torch.as_tensor(K), N, C, "K")
+    m, Y = _members(m, N, C, K, "m"), _targets(Y, N, C, K)
+    chunk = member_chunk or m.shape[0]
+    check_memory((3 * min(chunk, m.shape[0]) + 1) * (N * C) ** 2 * K.element_size(), K.device,
+                 f"full Newton (N*C = {N * C}, {min(chunk, m.shape[0])} members)", MEMORY_OPTION)
+    return _cat([_newton_full_core(K, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
+                 for i in range(0, m.shape[0], chunk)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# block Newton = R&W Algorithm 3.3 with a prior mean — math.md (c)
+# ---------------------------------------------------------------------------------------------------------------
+def _block_factor(Kc: Tensor, sq: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """E_c = D_c^½ L_c⁻ᵀ L_c⁻¹ D_c^½ with L_c = chol(I + D_c^½ K_c D_c^½); also Σ_c log|L_c| (b,). sq (b, C, N)."""
+    A = (scale * Kc) * sq.unsqueeze(-1) * sq.unsqueeze(-2)
+    A.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    L = _chol(A, "I + D^½ K_c D^½")
+    del A
+    logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum((-1, -2))
+    E = torch.cholesky_inverse(L)
+    del L
+    E.mul_(sq.unsqueeze(-1)).mul_(sq.unsqueeze(-2))
+    return E, logdet
+
+
+def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float | None, max_iter: int,
+                       keep: bool) -> NewtonResult:
+    m, Yc = m.transpose(1, 2).contiguous(), Y.t().contiguous()          # class-major (b, C, N)
+
+    def kmv(a: Tensor) -> Tensor:  # blockdiag_c(K_c) a, a (b, C, N)
+        return scale * (Kc @ a.unsqueeze(-1)).squeeze(-1)
+
+    def psi_of(a: Tensor, mm: Tensor) -> Tensor:
+        u = kmv(a)
+        return -(Yc * torch.log_softmax(mm + u, 1)).sum((1, 2)) + 0.5 * (a * u).sum((1, 2))
+
+    def step(a: Tensor, mm: Tensor) -> Tensor:  # R&W Algorithm 3.3, lines 4-12, with u = f − m
+        u = kmv(a)
+        pi = torch.softmax(mm + u, 1)
+        E, _ = _block_factor(Kc, pi.sqrt(), scale)
+        M = _chol(E.sum(1), "Σ_c E_c")
+        b = pi * u - pi * (pi * u).sum(1, keepdim=True) + Yc - pi     # b = W(f − m) + y − π
+        c = (E @ kmv(b).unsqueeze(-1)).squeeze(-1)                      # c_c = E_c K_c b_c
+        t = torch.cholesky_solve(c.sum(1).unsqueeze(-1), M)             # M⁻ᵀM⁻¹ Σ_c c_c
+        return b - c + (E @ t.unsqueeze(1)).squeeze(-1)                 # a_c = b_c − c_c + E_c t
+
+    a, psi, iters, conv, dpsi = _newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    u = kmv(a)
+    f = m + u
+    logp = torch.log_softmax(f, 1)
+    pi = logp.exp()
+    E, logdet_l = _block_factor(Kc, pi.sqrt(), scale)
+    M = _chol(E.sum(1), "Σ_c E_c")
+    # ½log|I + SKS| = Σ_c log|L_c| + log|M|   (|I + KW| = Π_c|L_c|² · |Σ_c E_c|, matrix determinant lemma)
+    half_logdet = logdet_l + torch.log(torch.diagonal(M, dim1=-2, dim2=-1)).sum(-1)
+    log_ev = (Yc * logp).sum((1, 2)) - 0.5 * (a * u).sum((1, 2)) - half_logdet
+    grad = (a - (Yc - pi)).flatten(1).norm(dim=1)
+    a_sm = a.transpose(1, 2)
+    return NewtonResult("block", f.transpose(1, 2), a_sm, scale * a_sm, scale, log_ev, psi, iters, conv, dpsi,
+                        grad, e_mats=E if keep else None, chol_m=M if keep else None)
+
+
+def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
+                 max_iter: int = DEFAULT_MAX_ITER, member_chunk: int | None = None,
+                 keep_factors: bool = True) -> NewtonResult:
+    """Newton for a class-block kernel K = blockdiag(K_1..K_C): R&W Algorithm 3.3 with a prior mean and a line
+    search (math.md (c)). Cost O(B C N³) per iteration, memory about 2·B·C·N² numbers.
+
+    Args:
+        Kc: (N, N) kernel shared by all classes (e.g. the analytic NTK Θ, multi-output Θ ⊗ I_C) or (C, N, N);
+            prior covariance is ``kernel_scale · K_c``.
+        m, Y, tol, max_iter, member_chunk, keep_factors: as in :func:`newton_full` (m, Y sample-major (B, N, C)).
+
+    Returns:
+        :class:`NewtonResult` with ``form = "block"`` (same MAP as :func:`newton_full` on Σ_c K_c ⊗ e_c e_cᵀ).
+    """
+    Kc = torch.as_tensor(Kc)
+    N, C = _kernel_dims(m, Y)
+    if Kc.shape == (N, N):
+        Kc = Kc.unsqueeze(0)
+    elif Kc.shape != (C, N, N):
+        raise ValueError(f"Kc: expected (N, N)=({N}, {N}) or (C, N, N)=({C}, {N}, {N}), got {tuple(Kc.shape)}")
+    m, Y = _members(m, N, C, Kc, "m"), _targets(Y, N, C, Kc)
+    chunk = member_chunk or m.shape[0]
+    check_memory((2 * min(chunk, m.shape[0]) * C + Kc.shape[0]) * N**2 * Kc.element_size(), Kc.device,
+                 f"block Newton (N = {N}, C = {C}, {min(chunk, m.shape[0])} members)", MEMORY_OPTION)
+    return _cat([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
+                 for i in range(0, m.shape[0], chunk)])
+
+
+def solve_ntk_classifier(Theta: Tensor, f0: Tensor, Y: Tensor, lam: float, **kwargs) -> NewtonResult:
+    """MAP of the linearized network under (1/N)ΣCE + (λ/2)‖θ − θ_a‖²: K = Θ/(λN) (math.md (c)).
+
+    Picks the block form for an (N, N) analytic kernel (Θ ⊗ I_C) or (C, N, N), the full form for (NC, NC) or
+    (N, N, C, C). ``result.beta`` is β = α/(λN); predictions use Θ-valued test kernels (``kernel_scale`` = 1/(λN)).
+
+    Args:
+        Theta: the NTK at the training points (shapes above). f0: (B, N, C) prior means (anchor: module docstring).
+        Y: (N, C) targets or (N,) labels. lam: λ > 0 (for λ → 0 see :func:`interpolant_smoothed`).
+        **kwargs: passed to :func:`newton_full` / :func:`newton_block` (tol, max_iter, member_chunk, keep_factors).
+    """
+    if not lam > 0:
+        raise ValueError(f"lam: expected λ > 0, got {lam}; for λ → 0 use interpolant_smoothed")
+    Theta = torch.as_tensor(Theta)
+    N, C = _kernel_dims(f0, Y)
+    scale = 1.0 / (lam * N)
+    if Theta.shape in ((N, N), (C, N, N)):
+        return newton_block(Theta, f0, Y, kernel_scale=scale, **kwargs)
+    return newton_full(Theta, f0, Y, kernel_scale=scale, **kwargs)
+
+
+def prior_mean(model: torch.nn.Module, x: Tensor, anchor: str | Anchor = Anchor.INIT,
+               params: dict[str, Tensor] | None = None) -> Tensor:
+    """Prior mean m(x) (N, C) of the linearized network for an anchor (math.md (c)): f0(x) for ``init``,
+    f0(x) − J(x)θ0 = f_lin(x; θ=0) for ``zero`` (one ``torch.func.jvp`` with tangent −θ0)."""
+    from torch.func import functional_call, jvp
+
+    anchor = Anchor(anchor)
+    params = params or {k: v.detach() for k, v in model.named_parameters()}
+    fn = lambda p: functional_call(model, p, (x,))
+    if anchor is Anchor.INIT:
+        return fn(params).detach()
+    f0, jv = jvp(fn, (params,), ({k: -v for k, v in params.items()},))
+    return (f0 + jv).detach()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Laplace predictive at test points — math.md (d)
+# ---------------------------------------------------------------------------------------------------------------
+def _flat_cross(K: Tensor, N: int, C: int, name: str) -> Tensor:
+    """Test-train kernel → flat (MC, NC): from (M, N, C, C), flat (MC, NC), or scalar (M, N) (⊗ I_C)."""
+    K = torch.as_tensor(K)
+    if K.ndim == 4 and K.shape[1:] == (N, C, C):
+        return K.permute(0, 2, 1, 3).reshape(K.shape[0] * C, N * C)
+    if K.ndim == 2 and K.shape[1] == N * C and K.shape[0] % C == 0:
+        return K
+    if K.ndim == 2 and K.shape[1] == N:
+        return torch.kron(K, torch.eye(C, dtype=K.dtype, device=K.device))
+    raise ValueError(f"{name}: expected (M, N, C, C), flat (M*C, N*C) or scalar (M, N) with N={N}, C={C}, "
+                     f"got {tuple(K.shape)}")
+
+
+def _star_blocks(K: Tensor, M: int, C: int, joint: bool) -> Tensor:
+    """Test-test kernel → per-point blocks (M, C, C), or the flat joint (MC, MC) when ``joint``."""
+    K = torch.as_tensor(K)
+    eye = torch.eye(C, dtype=K.dtype, device=K.device)
+    if joint:
+        if K.shape == (M, M, C, C):
+            return K.permute(0, 2, 1, 3).reshape(M * C, M * C)
+        if K.shape == (M * C, M * C):
+            return K
+        if K.shape == (M, M):
+            return torch.kron(K, eye)
+        raise ValueError(f"K_star_star: joint=True needs (M*C, M*C), (M, M, C, C) or (M, M), got {tuple(K.shape)}")
+    if K.shape == (M, C, C):
+        return K
+    if K.shape == (M,):
+        return K[:, None, None] * eye
+    if K.shape == (M, M, C, C):
+        return K[torch.arange(M), torch.arange(M)]
+    if K.shape == (M * C, M * C):
+        return K.view(M, C, M, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    if K.shape == (M, M):
+        return K.diagonal()[:, None, None] * eye
+    raise ValueError(f"K_star_star: expected (M, C, C), (M,), (M, M, C, C), (M*C, M*C) or (M, M) with M={M}, C={C}, "
+                     f"got {tuple(K.shape)}")
+
+
+def _star_mean(m_star: Tensor | None, B: int, M: int, C: int, ref: Tensor) -> Tensor:
+    m_star = _members(m_star, M, C, ref, "m_star")
+    if m_star.shape[0] not in (1, B):
+        raise ValueError(f"m_star: {m_star.shape[0]} prior means for {B} solved members")
+    return m_star
+
+
+def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None = None,
+            m_star: Tensor | None = None, *, joint: bool = False,
+            block_size: int = DEFAULT_PREDICT_BLOCK) -> tuple[Tensor, Tensor | None]:
+    """Laplace (GGN) predictive N(μ*, Σ*) of the logits at M test points (math.md (d)).
+
+    μ* = m* + K*X α̂ and Σ* = K** − K*X S (I + SKS)⁻¹ S K_X* (full form), or for the block form
+    Σ*_cc' = δ_cc'(k** − k*_cᵀE_c k*_c) + (E_c k*_c)ᵀ(Σ_j E_j)⁻¹(E_c' k*_c'). Kernels are given in the units of
+    the solver's kernel (e.g. Θ); ``result.kernel_scale`` is applied here.
+
+    Args:
+        result: from :func:`newton_full` / :func:`newton_block` (factors kept for the covariance).
+        K_star_X: full form: (M, N, C, C), flat (MC, NC) or scalar (M, N) (⊗ I_C); block form: (M, N) or (C, M, N).
+        K_star_star: None (mean only); full form: (M, C, C) blocks, (M,) scalar diagonal, or (MC, MC) /
+            (M, M, C, C) / (M, M) (needed as such for ``joint``); block form: (M,) or (C, M) diagonals.
+        m_star: prior mean at the test points (M, C) or (B, M, C) (anchor: module docstring); None = zero.
+        joint: full form only: return the joint (B, MC, MC) covariance instead of per-point blocks.
+        block_size: test points per chunk.
+
+    Returns:
+        mean (B, M, C) and cov (B, M, C, C) (or (B, MC, MC) if ``joint``; None without K_star_star).
+    """
+    B, N, C = result.f.shape
+    ref, s = result.f, result.kernel_scale
+    if result.form == "full":
+        Kx = _flat_cross(K_star_X, N, C, "K_star_X").to(ref.device, ref.dtype)
+        M = Kx.shape[0] // C
+        mean = _star_mean(m_star, B, M, C, ref) + s * (result.alpha.reshape(B, N * C) @ Kx.t()).view(B, M, C)
+    elif result.form == "block":
+        Kx = torch.as_tensor(K_star_X).to(ref.device, ref.dtype)
+        Kx = Kx.unsqueeze(0) if Kx.ndim == 2 else Kx
+        if Kx.ndim != 3 or Kx.shape[0] not in (1, C) or Kx.shape[2] != N:
+            raise ValueError(f"K_star_X: block form expects (M, N) or (C, M, N) with N={N}, C={C}, "
+                             f"got {tuple(K_star_X.shape)}")
+        M = Kx.shape[1]
+        a = result.alpha.transpose(1, 2).unsqueeze(-1)                              # (B, C, N, 1)
+        mean = _star_mean(m_star, B, M, C, ref) + s * (Kx @ a).squeeze(-1).transpose(1, 2)
+    else:
+        raise ValueError(f"result.form: expected 'full' or 'block', got {result.form!r}")
+    if K_star_star is None:
+        return mean, None
+    if (result.chol is None) and (result.e_mats is None):
+        raise ValueError("result: factors were not kept (keep_factors=False); the covariance needs them")
+    if result.form == "full":
+        return mean, _cov_full(result, Kx * s, K_star_star, M, joint, block_size)
+    if joint:
+        raise ValueError("joint=True is supported for the full form only")
+    kss = torch.as_tensor(K_star_star).to(ref.device, ref.dtype)
+    kss = kss.unsqueeze(0) if kss.ndim == 1 else kss
+    if kss.shape not in ((1, M), (C, M)):
+        raise ValueError(f"K_star_star: block form expects (M,) or (C, M) diagonals with M={M}, got "
+                         f"{tuple(K_star_star.shape)}")
+    covs = []
+    for i in range(0, M, block_size):
+        kx = s * Kx[:, i:i + block_size].transpose(1, 2)                           # (Cc, N, mc)
+        V = result.e_mats @ kx                                                      # E_c k*_c   (B, C, N, mc)
+        diag = s * kss[:, i:i + block_size] - (kx * V).sum(-2)                      # k** − k*ᵀE_c k*
+        mc = V.shape[-1]
+        U = torch.cholesky_solve(V.permute(0, 2, 1, 3).reshape(B, N, C * mc), result.chol_m).view(B, N, C, mc)
+        cross = torch.einsum("bcnm,bndm->bmcd", V, U)                              # (E_c k*)ᵀ(ΣE)⁻¹(E_c' k*)
+        covs.append(torch.diag_embed(diag.transpose(1, 2)) + cross)
+    return mean, torch.cat(covs, 1)
+
+
+def _cov_full(result: NewtonResult, Kx: Tensor, K_star_star: Tensor, M: int, joint: bool, block: int) -> Tensor:
+    """Σ* = K** − VᵀV with V = L⁻¹ S K_X* (math.md (d)); Kx (MC, NC) already scaled."""
+    B, N, C = result.f.shape
+    ref, s = result.f, result.kernel_scale
+    kss = _star_blocks(K_star_star, M, C, joint).to(ref.device, ref.dtype) * s
+    if joint:
+        check_memory(B * (N * C) * (M * C) * 2 * ref.element_size(), ref.device,
+                     "joint predictive covariance", "joint=False or fewer test points")
+        block = M
+    out = []
+    for i in range(0, M, block):
+        kx = Kx[i * C:(i + block) * C].t().reshape(N, C, -1)                       # (N, C, mc*C)
+        V = torch.einsum("bncd,ndj->bncj", result.sqrt_w, kx).reshape(B, N * C, -1)  # S K_X*
+        V = torch.linalg.solve_triangular(result.chol, V, upper=False)              # L⁻¹ S K_X*
+        if joint:
+            return kss - V.transpose(1, 2) @ V
+        V = V.view(B, N * C, -1, C)
+        out.append(kss[i:i + block] - torch.einsum("brmc,brmd->bmcd", V, V))
+    return torch.cat(out, 1)
+
+
+predict_mean_cov = predict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# softmax predictive — math.md (d)
+# ---------------------------------------------------------------------------------------------------------------
+def sample_logits(mean: Tensor, cov: Tensor, num_samples: int,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Draws f^(s) = μ* + Σ*^{1/2} z^(s) (symmetric root via eigh, robust to singular Σ*).
+
+    Args: mean (..., M, C); cov (..., M, C, C); generator: its device draws z (CPU default), moved to mean's device.
+    Returns: (S, ..., M, C) logit samples.
+    """
+    evals, Q = torch.linalg.eigh(cov)
+    R = Q * evals.clamp_min(0).sqrt().unsqueeze(-2)
+    dev = generator.device if generator is not None else mean.device
+    z = torch.randn((num_samples, *mean.shape), generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
+    return mean + (R @ z.unsqueeze(-1)).squeeze(-1)
+
+
+def softmax_mc(mean: Tensor, cov: Tensor, num_samples: int, generator: torch.Generator | None = None,
+               return_samples: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Monte Carlo softmax predictive E_{f~N(μ*,Σ*)} softmax(f) (math.md (d), R&W Alg. 3.4 end).
+
+    Args: mean (..., M, C); cov (..., M, C, C); num_samples: S.
+    Returns: probs (..., M, C); with ``return_samples`` also the per-sample probabilities (S, ..., M, C).
+    """
+    probs = torch.softmax(sample_logits(mean, cov, num_samples, generator), -1)
+    return (probs.mean(0), probs) if return_samples else probs.mean(0)
+
+
+def probit_logits(mean: Tensor, cov: Tensor) -> Tensor:
+    """κ ∘ μ* with κ_c = (1 + (π/8) Σ*_cc)^{-1/2} (math.md (d)). mean (..., M, C); cov (..., M, C, C) or variances
+    (..., M, C). Returns (..., M, C)."""
+    var = cov.diagonal(dim1=-2, dim2=-1) if cov.ndim == mean.ndim + 1 else cov
+    return mean / torch.sqrt(1.0 + (math.pi / 8.0) * var)
+
+
+def softmax_probit(mean: Tensor, cov: Tensor) -> Tensor:
+    """Probit / mean-field softmax predictive softmax(κ ∘ μ*) (laplace-torch ``link_approx='probit'``); rough when
+    Σ* is large (math.md (d)). Shapes as in :func:`probit_logits`; returns probs (..., M, C)."""
+    return torch.softmax(probit_logits(mean, cov), -1)
+
+
+softmax_predictive_mc = softmax_mc
+softmax_predictive_probit = softmax_probit
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# λ → 0 label-smoothed interpolant — math.md (c)
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class InterpolantResult:
+    """Min-‖θ−θ0‖ interpolant of label-smoothed targets (anchor θ0, λ → 0).
+
+    Attributes: gamma (B, N, C) coefficients on Θ; shift (B, N) the per-sample s; f (B, N, C) = f0 + Θγ
+    (= log Y + s); f_star (B, M, C) = f0* + Θ*X γ, or None without test inputs.
+    """
+
+    gamma: Tensor
+    shift: Tensor
+    f: Tensor
+    f_star: Tensor | None
+
+
+def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Tensor | None = None,
+                         f0_star: Tensor | None = None) -> InterpolantResult:
+    """λ → 0 limit of the (c) solution with label-smoothed targets (gradient flow from θ0, math.md (c)).
+
+    s = −(EᵀΘ⁻¹E)⁻¹EᵀΘ⁻¹(Z0 − f0), γ = Θ⁻¹(Z0 + Es − f0), E = I_N ⊗ 1_C, Z0 = log Y; for a scalar kernel
+    (Θ ⊗ I_C) this reduces to s = −mean_c(Z0 − f0).
+
+    Args:
+        Theta: (NC, NC) / (N, N, C, C) positive-definite NTK, or scalar (N, N) (multi-output Θ ⊗ I_C).
+        f0: (B, N, C) or (N, C) prior means (anchor ``init``). Y: (N, C) label-smoothed targets (all > 0).
+        Theta_star_X: (M, N, C, C) / (MC, NC) (or (M, N) with a scalar Theta); f0_star: (B, M, C) or (M, C).
+    """
+    Theta = torch.as_tensor(Theta)
+    Y = torch.as_tensor(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"Y: expected (N, C) label-smoothed targets, got shape {tuple(Y.shape)}")
+    N, C = Y.shape
+    Y = _targets(Y, N, C, Theta)
+    if (Y <= 0).any():
+        raise ValueError("Y: one-hot targets have no finite λ → 0 minimizer (logits diverge); use label smoothing")
+    f0 = _members(f0, N, C, Theta, "f0")
+    B = f0.shape[0]
+    r = torch.log(Y) - f0                                                              # Z0 − f0
+    if Theta.shape == (N, N):
+        L = _chol(Theta, "Theta")
+        s = -r.mean(-1)
+        rhs = (r + s.unsqueeze(-1)).permute(1, 0, 2).reshape(N, B * C)
+        gamma = torch.cholesky_solve(rhs, L).view(N, B, C).transpose(0, 1)
+        f = f0 + (Theta @ gamma.transpose(0, 1).reshape(N, B * C)).view(N, B, C).transpose(0, 1)
+    else:
+        Th = _flat_kernel(Theta, N, C, "Theta")
+        L = _chol(Th, "Theta (NC × NC; needs P ≥ NC and full rank)")
+        E = torch.kron(torch.eye(N, dtype=Th.dtype, device=Th.device),
+                       torch.ones(C, 1, dtype=Th.dtype, device=Th.device))             # I_N ⊗ 1_C
+        ThE = torch.cholesky_solve(E, L)                                               # Θ⁻¹E
+        Thr = torch.cholesky_solve(r.reshape(B, N * C).t(), L)                         # Θ⁻¹(Z0 − f0)
+        s = -torch.linalg.solve(E.t() @ ThE, E.t() @ Thr)                               # (N, B)
+        g = Thr + ThE @ s                                                               # γ
+        gamma, s = g.t().reshape(B, N, C), s.t()
+        f = f0 + (gamma.reshape(B, N * C) @ Th).view(B, N, C)
+    f_star = None
+    if Theta_star_X is not None:
+        Kx = torch.as_tensor(Theta_star_X).to(Theta.device, Theta.dtype)
+        if Theta.shape == (N, N):
+            if Kx.ndim != 2 or Kx.shape[1] != N:
+                raise ValueError(f"Theta_star_X: expected (M, N) with N={N}, got {tuple(Kx.shape)}")
+            Kx = torch.kron(Kx, torch.eye(C, dtype=Kx.dtype, device=Kx.device))
+        else:
+            Kx = _flat_cross(Kx, N, C, "Theta_star_X")
+        M = Kx.shape[0] // C
+        f_star = _star_mean(f0_star, B, M, C, Theta) + (gamma.reshape(B, N * C) @ Kx.t()).view(B, M, C)
+    return InterpolantResult(gamma, s, f, f_star)

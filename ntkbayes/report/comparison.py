@@ -1,0 +1,373 @@
+"""``ntkbayes compare DIR``: method × method comparison of saved predictive distributions (issue 6).
+
+Runs of a results store are matched when they share the dataset, its options and the seed (so they predicted on the
+very same test and OOD points); for every pair of methods ``ntkbayes.metrics.compare.compare`` is computed on the
+test points and, separately, on each OOD set, and the matrices are averaged over the seeds both methods ran
+(NaN entries — e.g. a Spearman correlation of a constant score — are left out of the average). Row a, column b of a
+matrix holds measure(a, b); only KL is asymmetric (row a, column b = KL(p_a ‖ p_b)).
+
+Output under DIR::
+
+    compare/<dataset>/<split>__<measure>.csv   full precision, rows and columns = method labels
+    compare/<dataset>/<split>__<measure>.md    the same, rounded, as a Markdown table
+    compare/summary.md                         the headline: NTK ensembles vs Laplace, GP and deep ensembles
+    figures/compare_<dataset>_<split>.{png,pdf} heatmaps of the main measures
+
+``<split>`` is ``test`` or ``ood_<set>``; ``<measure>`` is one of ``MATRIX_MEASURES`` with "/" written as "_".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ntkbayes.errors import UserError
+from ntkbayes.harness.store import STATUS_OK, ResultsStore
+from ntkbayes.metrics.compare import compare
+from ntkbayes.predictive import SCORES, Predictive
+
+#: Matrix name → (key of ``compare``'s result for row a, column b; display title; colour scale (vmin, vmax) or
+#: None; colour map). Low is close for divergences and distances, high is close for agreement and correlations.
+MATRIX_MEASURES: dict[str, tuple[str, str, tuple[float, float] | None, str]] = {
+    "js": ("js", "Jensen–Shannon divergence (nats, ≤ log 2)", (0.0, math.log(2)), "rocket_r"),
+    "kl": ("kl_ab", "KL(p_a ‖ p_b) (nats)", None, "rocket_r"),
+    "kl_inf_frac": ("kl_inf_frac", "fraction of points with infinite KL", (0.0, 1.0), "rocket_r"),
+    "tv": ("tv", "total variation", (0.0, 1.0), "rocket_r"),
+    "agree": ("agree", "top-1 agreement", (0.0, 1.0), "mako"),
+    "energy": ("energy", "energy distance of member distributions", None, "rocket_r"),
+    "w1": ("w1", "1-Wasserstein of member probabilities (mean over classes)", None, "rocket_r"),
+    **{f"spearman/{s}": (f"spearman/{s}", f"Spearman ρ of {s}", (-1.0, 1.0), "vlag") for s in SCORES},
+}
+
+#: The measures drawn as heatmaps (all are written as tables): the headline divergence, the disagreement in
+#: decisions, the member-distribution distance and the rank agreement of total and epistemic uncertainty.
+HEATMAP_MEASURES = ("js", "tv", "agree", "energy", "spearman/entropy", "spearman/mutual_info")
+
+#: Label prefix of the NTK-ensemble variants in the headline, and the reference families (label substring → name).
+NTK_PREFIX = "ntk_ensemble"
+REFERENCE_FAMILIES = {"laplace": "Laplace", "gp": "GP", "deep_ensemble": "deep ensemble"}
+
+_SAFE = re.compile(r"[^0-9A-Za-z._=-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a dataset, split or measure name ("/" and other punctuation → "_")."""
+    return _SAFE.sub("_", str(text)).strip("_") or "_"
+
+
+def method_label(record: Mapping, varying: Iterable[str] = ()) -> str:
+    """Display label of a record's method: its ``method_label`` (the suite's row label, which names swept values)
+    when the record has one; else the method name plus ``[k=v, ...]`` for the parameters in ``varying``."""
+    if record.get("method_label"):
+        return str(record["method_label"])
+    params = record.get("params") or {}
+    parts = [f"{k}={params[k] if isinstance(params[k], str) else json.dumps(params[k])}"
+             for k in sorted(varying) if k in params]
+    return f"{record['method']}[{', '.join(parts)}]" if parts else str(record["method"])
+
+
+def load_runs(
+    root: str | Path, datasets: Iterable[str] | str | None = None, methods: Iterable[str] | str | None = None
+) -> dict[str, dict[int, dict[str, dict]]]:
+    """Group a store's ``ok`` records into matched runs: dataset key → seed → method label → record.
+
+    The dataset key is the record's ``dataset_label`` (else the dataset name), with the options appended when one
+    key was run with several option sets, so runs are matched only on identical data. ``datasets`` filters by
+    name or key, ``methods`` by method name or label; each given name must match something, or ``UserError`` names
+    it. When two records share (dataset, options, seed, label) the newest wins.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"results directory {root} does not exist")
+    records = [r for r in ResultsStore(root).latest().values() if r["status"] == STATUS_OK]
+    if not records:
+        raise UserError(f"{root}: no 'ok' records in {root / 'records.jsonl'}")
+    options, params = defaultdict(set), defaultdict(lambda: defaultdict(set))
+    for r in records:
+        options[_base_key(r)].add(json.dumps(r.get("dataset_options") or {}, sort_keys=True))
+        for k, v in (r.get("params") or {}).items():
+            params[(_base_key(r), r["method"])][k].add(json.dumps(v, sort_keys=True))
+    runs: dict[str, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    names: dict[str, set[str]] = defaultdict(set)  # dataset key → names it answers to
+    for r in sorted(records, key=lambda r: str(r.get("timestamp", ""))):
+        key = _base_key(r)
+        if len(options[key]) > 1:
+            opts = r.get("dataset_options") or {}
+            key = f"{key}[{', '.join(f'{k}={v}' for k, v in sorted(opts.items()))}]"
+        varying = [k for k, v in params[(_base_key(r), r["method"])].items() if len(v) > 1]
+        runs[key][int(r["seed"])][method_label(r, varying)] = r
+        names[key] |= {key, _base_key(r), str(r["dataset"])}
+    runs = {k: dict(v) for k, v in runs.items()}
+    if datasets is not None:
+        wanted = _as_list(datasets)
+        unknown = [d for d in wanted if not any(d in names[k] for k in runs)]
+        if unknown:
+            raise UserError(f"unknown dataset {', '.join(map(repr, unknown))} in {root}; "
+                            f"available: {', '.join(sorted(runs))}")
+        runs = {k: v for k, v in runs.items() if names[k] & set(wanted)}
+    if methods is not None:
+        wanted = set(_as_list(methods))
+        seen = {(lab, rec["method"]) for per in runs.values() for ms in per.values() for lab, rec in ms.items()}
+        unknown = [m for m in sorted(wanted) if not any(m in pair for pair in seen)]
+        if unknown:
+            raise UserError(f"unknown method {', '.join(map(repr, unknown))} in {root}; "
+                            f"available: {', '.join(sorted({lab for lab, _ in seen}))}")
+        runs = {
+            d: {s: {lab: rec for lab, rec in ms.items() if lab in wanted or rec["method"] in wanted}
+                for s, ms in per.items()}
+            for d, per in runs.items()
+        }
+    return runs
+
+
+def _base_key(record: Mapping) -> str:
+    return str(record.get("dataset_label") or record["dataset"])
+
+
+def _as_list(value: Iterable[str] | str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def load_predictives(store: ResultsStore, record: Mapping) -> dict[str, Predictive]:
+    """Split name ("test", "ood_<set>") → Predictive of one run's saved predictions."""
+    test, _, ood = store.load_predictions(record["run_id"])
+    return {"test": test, **{f"ood_{name}": pred for name, pred in ood.items()}}
+
+
+def _mean_over_seeds(per_seed: list[dict[tuple[str, str], float]], labels: list[str]) -> tuple[pd.DataFrame, ...]:
+    total = pd.DataFrame(0.0, index=labels, columns=labels)
+    count = pd.DataFrame(0, index=labels, columns=labels)
+    for cells in per_seed:
+        for (a, b), value in cells.items():
+            if not math.isnan(value):
+                total.loc[a, b] += value
+                count.loc[a, b] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count.where(count > 0)
+    return mean, count
+
+
+def compare_dataset(store: ResultsStore, seeds: Mapping[int, Mapping[str, dict]]) -> dict[str, pd.DataFrame]:
+    """Matrices of one dataset: ``"<split>/<measure>"`` → DataFrame (M × M), averaged over seeds.
+
+    Also ``"<split>/n_seeds"``: for each pair, the number of seeds in which both methods have predictions.
+    """
+    labels = sorted({lab for ms in seeds.values() for lab in ms})
+    cells: dict[str, list[dict[tuple[str, str], float]]] = defaultdict(list)
+    pairs_per_split: dict[str, list[dict[tuple[str, str], float]]] = defaultdict(list)
+    for seed in sorted(seeds):
+        preds = {lab: load_predictives(store, rec) for lab, rec in seeds[seed].items()}
+        splits = sorted({s for p in preds.values() for s in p})
+        for split in splits:
+            have = [lab for lab in labels if lab in preds and split in preds[lab]]
+            seed_cells: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+            present = {}
+            for i, a in enumerate(have):
+                for b in have[i:]:
+                    pa, pb = preds[a][split], preds[b][split]
+                    if pa.member_probs.shape[1:] != pb.member_probs.shape[1:]:
+                        raise ValueError(f"seed {seed}, split {split}: {a!r} and {b!r} predicted on different "
+                                         f"points ({tuple(pa.member_probs.shape)} vs {tuple(pb.member_probs.shape)})")
+                    res = compare(pa, pb)
+                    flipped = {**res, "kl_ab": res["kl_ba"], "kl_ba": res["kl_ab"]}
+                    for name, (key, *_rest) in MATRIX_MEASURES.items():
+                        seed_cells[name][(a, b)] = res[key]
+                        seed_cells[name][(b, a)] = flipped[key]
+                    present[(a, b)] = present[(b, a)] = 1.0
+            for name, values in seed_cells.items():
+                cells[f"{split}/{name}"].append(values)
+            pairs_per_split[split].append(present)
+    out = {}
+    for key, per_seed in cells.items():
+        out[key] = _mean_over_seeds(per_seed, labels)[0]
+    for split, per_seed in pairs_per_split.items():
+        out[f"{split}/n_seeds"] = _mean_over_seeds(per_seed, labels)[1]
+    return out
+
+
+def format_number(value: float, digits: int = 4) -> str:
+    """Compact display of a table cell: 4 significant digits, ∞ for +inf, n/a for NaN."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}g}"
+
+
+def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
+    """A GitHub Markdown table of a DataFrame (numbers through ``format_number``, strings as they are)."""
+    def cell(v) -> str:
+        return format_number(v) if isinstance(v, (float, int, np.floating, np.integer)) else str(v).replace("|", "\\|")
+
+    head = [index_name or (df.index.name or "")] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(df.columns)) + "|"]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([str(idx)] + [cell(v) for v in row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def headline(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> str:
+    """Markdown answering: how close is each NTK-ensemble variant's predictive to Laplace, GP and deep ensembles?
+
+    Per dataset, one row per (NTK variant, reference method): JS, TV, top-1 agreement and Spearman ρ of mutual
+    information on test points, and JS and ρ(MI) averaged over the OOD sets; ★ marks, per variant, the reference
+    with the smallest test JS.
+    """
+    lines = ["# How close are NTK ensembles to Bayesian references?", "",
+             "Jensen–Shannon divergence (JS, nats, 0 = identical, ≤ log 2 ≈ 0.693) and total variation (TV) between "
+             "predictive means, top-1 agreement, and Spearman ρ of the mutual information (epistemic uncertainty) "
+             "over points, mean over seeds. ★ = closest reference (smallest test JS) for that NTK variant.", ""]
+    for dataset, mats in results.items():
+        lines.append(f"## {dataset}\n")
+        labels = list(mats["test/js"].index) if "test/js" in mats else []
+        ntk = [lab for lab in labels if lab.startswith(NTK_PREFIX)]
+        refs = [(lab, fam) for lab in labels if not lab.startswith(NTK_PREFIX)
+                for sub, fam in REFERENCE_FAMILIES.items() if sub in lab.lower()]
+        if not ntk or not refs:
+            missing = "no ntk_ensemble run" if not ntk else "no Laplace, GP or deep-ensemble run"
+            lines.append(f"_{missing} on this dataset; nothing to summarize._\n")
+            continue
+        ood_splits = sorted({k.split("/")[0] for k in mats if k.startswith("ood_")})
+        rows = []
+        for v in ntk:
+            best = min(refs, key=lambda r: _nan_high(mats["test/js"].loc[v, r[0]]))[0]
+            for ref, fam in refs:
+                row = {"NTK variant": v, "reference": ref, "family": fam,
+                       "JS test": mats["test/js"].loc[v, ref], "TV test": mats["test/tv"].loc[v, ref],
+                       "agree test": mats["test/agree"].loc[v, ref],
+                       "ρ MI test": mats["test/spearman/mutual_info"].loc[v, ref]}
+                if ood_splits:
+                    row["JS OOD"] = _nanmean([mats[f"{s}/js"].loc[v, ref] for s in ood_splits])
+                    row["ρ MI OOD"] = _nanmean([mats[f"{s}/spearman/mutual_info"].loc[v, ref] for s in ood_splits])
+                row["closest"] = "★" if ref == best else ""
+                rows.append(row)
+        table = pd.DataFrame(rows).set_index("NTK variant")
+        lines.append(markdown_table(table, "NTK variant"))
+        if ood_splits:
+            lines.append(f"OOD columns: mean over {', '.join(s[4:] for s in ood_splits)}.\n")
+    return "\n".join(lines)
+
+
+def _nan_high(v: float) -> float:
+    return math.inf if math.isnan(float(v)) else float(v)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [float(v) for v in values if not math.isnan(float(v))]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def write_matrices(out_dir: Path, mats: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """Write every matrix as ``<split>__<measure>.csv`` (full precision) and ``.md``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, df in mats.items():
+        split, measure = key.split("/", 1)
+        stem = out_dir / f"{safe_name(split)}__{safe_name(measure)}"
+        df.to_csv(stem.with_suffix(".csv"), index_label="method", float_format="%.17g")
+        title = MATRIX_MEASURES.get(measure, (None, "seeds with both methods"))[1]
+        text = f"# {title} — {split}\n\nrow a, column b = measure(a, b), mean over seeds\n\n"
+        stem.with_suffix(".md").write_text(text + markdown_table(df, "method"))
+        paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    return paths
+
+
+def heatmap_figures(root: Path, dataset: str, mats: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """Heatmaps of ``HEATMAP_MEASURES``, one figure per split, under DIR/figures/; returns the paths."""
+    from ntkbayes.report.figures import comparison_heatmaps
+
+    paths = []
+    for split in sorted({k.split("/", 1)[0] for k in mats}):
+        panels, styles = {}, {}
+        for measure in HEATMAP_MEASURES:
+            df = mats.get(f"{split}/{measure}")
+            if df is None or df.isna().all().all():
+                continue
+            _, title, lim, cmap = MATRIX_MEASURES[measure]
+            panels[title] = df
+            styles[title] = {"cmap": cmap, **({"vmin": lim[0], "vmax": lim[1]} if lim else {})}
+        if panels:
+            where = "test points" if split == "test" else f"OOD set {split[4:]}"
+            stem = root / "figures" / f"compare_{safe_name(dataset)}_{safe_name(split)}"
+            paths += comparison_heatmaps(panels, stem, styles=styles,
+                                         title=f"{dataset}: method-to-method comparison on {where}")
+    return paths
+
+
+def compare_store(
+    dir: str | Path,
+    datasets: Iterable[str] | str | None = None,
+    methods: Iterable[str] | str | None = None,
+    *,
+    figures: bool = True,
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """Compare every pair of methods on every dataset of a results store, and write tables, summary and heatmaps.
+
+    Args:
+        dir: the results directory (records.jsonl + predictions/).
+        datasets: dataset names (or keys) to include; default all.
+        methods: method names or labels to include; default all.
+        figures: also draw the heatmaps under DIR/figures/.
+
+    Returns:
+        dataset → ``"<split>/<measure>"`` → DataFrame (M × M, method labels), split "test" or "ood_<set>".
+    """
+    root = Path(dir)
+    runs = load_runs(root, datasets, methods)
+    store = ResultsStore(root)
+    results: dict[str, dict[str, pd.DataFrame]] = {}
+    for dataset in sorted(runs):
+        seeds = {s: ms for s, ms in runs[dataset].items() if ms}
+        if not seeds:
+            continue
+        mats = compare_dataset(store, seeds)
+        results[dataset] = mats
+        write_matrices(root / "compare" / safe_name(dataset), mats)
+        if figures:
+            heatmap_figures(root, dataset, mats)
+    (root / "compare").mkdir(parents=True, exist_ok=True)
+    (root / "compare" / "summary.md").write_text(headline(results))
+    return results
+
+
+def main_compare(args) -> int:
+    """CLI ``ntkbayes compare DIR [--dataset ...] [--methods ...]``: writes DIR/compare/ and the heatmaps."""
+    root = Path(_arg(args, "dir", "results_dir", "path", "root"))
+    results = compare_store(root, _arg(args, "dataset", "datasets"), _arg(args, "methods", "method"))
+    n = sum(len({k.split("/", 1)[0] for k in m}) for m in results.values())
+    print(f"compared {len(results)} dataset(s), {n} split(s): tables in {root / 'compare'}, "
+          f"summary {root / 'compare' / 'summary.md'}, heatmaps in {root / 'figures'}")
+    return 0
+
+
+def _arg(args, *names: str):
+    for name in names:
+        if getattr(args, name, None) is not None:
+            return getattr(args, name)
+    return None
+
+
+__all__ = [
+    "HEATMAP_MEASURES",
+    "MATRIX_MEASURES",
+    "compare_dataset",
+    "compare_store",
+    "headline",
+    "load_predictives",
+    "load_runs",
+    "main_compare",
+    "markdown_table",
+    "method_label",
+    "write_matrices",
+]

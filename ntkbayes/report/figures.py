@@ -1,0 +1,431 @@
+"""Figures of the report (issue 6): reliability diagrams, OOD score histograms, risk–coverage curves, uncertainty
+maps over the plane, comparison heatmaps and generic (lazy-regime) line plots.
+
+Every function takes plain data (arrays, tensors, DataFrames keyed by method label) and an output path *stem*
+(``figures/reliability_moons``), writes ``<stem>.png`` and ``<stem>.pdf`` and returns those two paths. Figures are
+built on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``'s global state, so they
+work headless, from threads, and leak no open figures. Conventions follow benchmarks.md §1: reliability bins are
+the ECE bins (15 equal-width on top-label confidence, last bin closed: ``metrics.reliability_bins``), risk–coverage
+is ``metrics.risk_coverage``, uncertainty scores are ``Predictive``'s (natural log).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ntkbayes.metrics.calibration import DEFAULT_N_BINS, reliability_bins, top_label
+from ntkbayes.predictive import Predictive
+
+#: Raster resolution of the PNGs: sharp in a browser at 100 % and small enough (~100 kB) to keep the report light.
+DPI = 120
+
+#: Panels per row before a multi-method figure wraps, so a suite with ten methods still fits a page width.
+MAX_COLUMNS = 5
+
+#: Side of one panel in inches.
+PANEL = 3.0
+
+#: Scores drawn in OOD histograms by default: one confidence-based, the total and the epistemic part.
+DEFAULT_HIST_SCORES = ("msp", "entropy", "mutual_info")
+
+SCORE_LABELS = {
+    "msp": "1 − max p",
+    "entropy": "predictive entropy H(p)",
+    "expected_entropy": "expected entropy",
+    "mutual_info": "mutual information",
+    "variance": "member variance",
+}
+
+
+def _save(fig: Figure, stem: str | Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    fig.savefig(paths[0], dpi=DPI)  # constrained layout already fits everything: no extra "tight" draw
+    fig.savefig(paths[1])
+    return paths
+
+
+def _figure(width: float, height: float) -> Figure:
+    with sns.axes_style("whitegrid"):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def _grid(fig: Figure, n: int, ncols: int | None = None, **kw):
+    ncols = min(n, ncols or MAX_COLUMNS)
+    nrows = math.ceil(n / ncols)
+    with sns.axes_style("whitegrid"):
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, **kw)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return axes[:n]
+
+
+def _check_mapping(data: Mapping, name: str) -> None:
+    if not isinstance(data, Mapping) or not data:
+        raise ValueError(f"{name}: expected a non-empty mapping of method label -> data")
+
+
+def method_palette(labels: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per method label (sorted order), so one method has one colour in every figure."""
+    labels = sorted(set(labels))
+    colours = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
+    return dict(zip(labels, colours))
+
+
+def reliability_diagrams(
+    data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    stem: str | Path,
+    *,
+    n_bins: int = DEFAULT_N_BINS,
+    title: str | None = None,
+) -> list[Path]:
+    """One reliability diagram per method: accuracy vs mean confidence in the ECE bins.
+
+    Args:
+        data: method label → (probs (N, C) averaged predictive or a ``Predictive``, labels (N,)).
+        stem: output path without suffix.
+        n_bins: equal-width bins (the ECE convention, last bin closed).
+        title: figure title.
+
+    Returns:
+        [PNG path, PDF path].
+    """
+    _check_mapping(data, "reliability_diagrams: data")
+    n = len(data)
+    ncols = min(n, MAX_COLUMNS)
+    fig = _figure(PANEL * ncols, PANEL * math.ceil(n / ncols) + 0.4)
+    axes = _grid(fig, n, sharex=True, sharey=True)
+    for ax, (label, (probs, labels)) in zip(axes, data.items()):
+        conf, correct = top_label(probs, labels)
+        bins = reliability_bins(conf, correct, n_bins)
+        lower, upper = bins.lower.numpy(), bins.upper.numpy()
+        acc, mconf, counts = bins.acc.numpy(), bins.conf.numpy(), bins.counts.numpy()
+        ne = counts > 0
+        ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
+        ax.bar(lower[ne], acc[ne], width=(upper - lower)[ne], align="edge", color="tab:blue", alpha=0.8,
+               edgecolor="white", label="accuracy")
+        ax.bar(lower[ne], (mconf - acc)[ne], bottom=acc[ne], width=(upper - lower)[ne], align="edge",
+               color="tab:red", alpha=0.25, edgecolor="tab:red", hatch="//", label="gap to confidence")
+        ax.set_title(f"{label}\nECE {bins.ece():.3f}, N = {conf.shape[0]}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    for ax in axes:
+        ax.set_xlabel("confidence (max p)")
+        ax.set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(title or f"Reliability diagrams ({n_bins} equal-width bins, last bin closed)")
+    return _save(fig, stem)
+
+
+def ood_histograms(
+    data: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    stem: str | Path,
+    *,
+    ood_name: str = "OOD",
+    title: str | None = None,
+    bins: int = 30,
+) -> list[Path]:
+    """Histograms of uncertainty scores on in-distribution test points vs OOD points, a row per score and a column
+    per method (densities, so sets of different sizes compare).
+
+    Args:
+        data: method label → score name → (ID scores (N,), OOD scores (M,)).
+        stem: output path without suffix.
+        ood_name: legend name of the OOD set.
+        title: figure title.
+        bins: histogram bins (shared by ID and OOD within a panel).
+
+    Returns:
+        [PNG path, PDF path].
+    """
+    _check_mapping(data, "ood_histograms: data")
+    methods = list(data)
+    scores = list(dict.fromkeys(s for per in data.values() for s in per))
+    fig = _figure(2.8 * len(methods), 2.2 * len(scores) + 0.5)
+    with sns.axes_style("whitegrid"):
+        axes = fig.subplots(len(scores), len(methods), squeeze=False)
+    for j, method in enumerate(methods):
+        for i, score in enumerate(scores):
+            ax = axes[i, j]
+            if score not in data[method]:
+                ax.set_visible(False)
+                continue
+            id_s, ood_s = (np.asarray(v, dtype=np.float64).ravel() for v in data[method][score])
+            lo, hi = float(min(id_s.min(), ood_s.min())), float(max(id_s.max(), ood_s.max()))
+            edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+            ax.hist(id_s, bins=edges, density=True, alpha=0.55, color="tab:blue", label="ID test")
+            ax.hist(ood_s, bins=edges, density=True, alpha=0.55, color="tab:orange", label=ood_name)
+            ax.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
+            if j == 0:
+                ax.set_ylabel("density")
+            if i == 0:
+                ax.set_title(method, fontsize=9)
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title or f"Uncertainty scores: ID test vs {ood_name} (larger = more OOD)")
+    return _save(fig, stem)
+
+
+def risk_coverage_curves(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    stem: str | Path,
+    *,
+    title: str | None = None,
+) -> list[Path]:
+    """Risk–coverage curves of all methods in one panel (``metrics.risk_coverage``: most confident first).
+
+    Args:
+        data: method label → (coverage (N,), risk (N,)); the AURC in the legend is mean(risk).
+        stem: output path without suffix.
+        title: figure title.
+
+    Returns:
+        [PNG path, PDF path].
+    """
+    _check_mapping(data, "risk_coverage_curves: data")
+    palette = method_palette(list(data))
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    for label, (coverage, risk) in data.items():
+        coverage, risk = np.asarray(coverage, dtype=np.float64), np.asarray(risk, dtype=np.float64)
+        ax.plot(coverage, risk, color=palette[label], lw=1.6, label=f"{label} (AURC {risk.mean():.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (fraction of most confident test points kept)")
+    ax.set_ylabel("risk (error rate among kept points)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title or "Risk–coverage curves (lower is better)")
+    return _save(fig, stem)
+
+
+def _grid_shape(grid_x: np.ndarray) -> tuple[int, int]:
+    """(ny, nx) of a row-major grid with x fastest; ValueError if grid_x is not such a grid."""
+    g = grid_x.shape[0]
+    nx = int(np.argmax(grid_x[:, 1] != grid_x[0, 1])) if (grid_x[:, 1] != grid_x[0, 1]).any() else g
+    ny = g // max(nx, 1)
+    ok = nx > 1 and ny > 1 and nx * ny == g
+    if ok:
+        xs, ys = grid_x[:nx, 0], grid_x[::nx, 1]
+        ok = bool(np.all(np.diff(xs) > 0) and np.all(np.diff(ys) > 0)
+                  and np.allclose(grid_x.reshape(ny, nx, 2)[..., 0], xs[None, :])
+                  and np.allclose(grid_x.reshape(ny, nx, 2)[..., 1], ys[:, None]))
+    if not ok:
+        raise ValueError(f"grid_x: expected a row-major (G, 2) grid with x fastest, got shape {grid_x.shape}")
+    return ny, nx
+
+
+def uncertainty_maps(
+    grid_x: np.ndarray,
+    grid_probs: Mapping[str, np.ndarray | torch.Tensor],
+    stem: str | Path,
+    *,
+    points: np.ndarray | None = None,
+    point_labels: np.ndarray | None = None,
+    title: str | None = None,
+) -> list[Path]:
+    """Maps over the plane for 2-D datasets: the predictive probability of the predicted class (top row of each
+    block) and the mutual information (bottom row), every method side by side, decision boundaries as white lines.
+
+    Args:
+        grid_x: (G, 2) grid points, row-major with x fastest (the runner's 64 × 64 grid).
+        grid_probs: method label → (S, G, C) member probabilities on the grid (or a ``Predictive``).
+        stem: output path without suffix.
+        points: optional (P, 2) points to overlay (e.g. training data), coloured by ``point_labels`` (P,).
+        title: figure title.
+
+    Returns:
+        [PNG path, PDF path]. The mutual-information colour scale is shared by all methods, so maps compare.
+    """
+    _check_mapping(grid_probs, "uncertainty_maps: grid_probs")
+    grid_x = np.asarray(grid_x, dtype=np.float64)
+    if grid_x.ndim != 2 or grid_x.shape[1] != 2:
+        raise ValueError(f"grid_x: expected shape (G, 2), got {grid_x.shape}")
+    ny, nx = _grid_shape(grid_x)
+    extent = (grid_x[0, 0], grid_x[nx - 1, 0], grid_x[0, 1], grid_x[-1, 1])
+    maps = {}
+    for label, gp in grid_probs.items():
+        pred = gp if isinstance(gp, Predictive) else Predictive(torch.as_tensor(np.asarray(gp)))
+        if pred.num_points != grid_x.shape[0]:
+            raise ValueError(f"grid_probs[{label!r}]: {pred.num_points} points, grid_x has {grid_x.shape[0]}")
+        p = pred.probs.numpy()
+        maps[label] = (p.max(-1).reshape(ny, nx), pred.mutual_info.numpy().reshape(ny, nx),
+                       p.argmax(-1).reshape(ny, nx), p.shape[-1])
+    mi_max = max(float(m[1].max()) for m in maps.values()) or 1e-12
+    n = len(maps)
+    ncols = min(n, MAX_COLUMNS)
+    blocks = math.ceil(n / ncols)
+    fig = _figure(2.7 * ncols + 1.0, 2 * 2.6 * blocks + 0.5)
+    with sns.axes_style("white"):
+        axes = fig.subplots(2 * blocks, ncols, squeeze=False, sharex=True, sharey=True)
+    conf_im = mi_im = None
+    for k, (label, (conf, mi, cls, c)) in enumerate(maps.items()):
+        row, col = 2 * (k // ncols), k % ncols
+        for r, (img, cmap, lim) in enumerate([(conf, "viridis", (1.0 / c, 1.0)), (mi, "magma", (0.0, mi_max))]):
+            ax = axes[row + r, col]
+            im = ax.imshow(img, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=lim[0], vmax=lim[1],
+                           interpolation="nearest")
+            if c > 1:
+                ax.contour(grid_x[:nx, 0], grid_x[::nx, 1], cls, levels=np.arange(c) + 0.5, colors="white",
+                           linewidths=0.7)
+            if points is not None:
+                pts = np.asarray(points)
+                ax.scatter(pts[:, 0], pts[:, 1], c=point_labels if point_labels is not None else "k", s=4,
+                           cmap="tab10", edgecolors="none", alpha=0.7)
+            ax.set_title(label if r == 0 else "", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if col == 0:
+                ax.set_ylabel("max p" if r == 0 else "mutual info", fontsize=9)
+            if r == 0:
+                conf_im = im
+            else:
+                mi_im = im
+    for k in range(n, blocks * ncols):
+        axes[2 * (k // ncols), k % ncols].set_visible(False)
+        axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
+    fig.colorbar(conf_im, ax=axes[0::2, :].ravel().tolist(), label="max_c p (confidence)", shrink=0.9)
+    fig.colorbar(mi_im, ax=axes[1::2, :].ravel().tolist(), label="mutual information (nats)", shrink=0.9)
+    fig.suptitle(title or "Predictive confidence and mutual information over the plane")
+    return _save(fig, stem)
+
+
+def comparison_heatmaps(
+    matrices: Mapping[str, pd.DataFrame],
+    stem: str | Path,
+    *,
+    styles: Mapping[str, Mapping] | None = None,
+    title: str | None = None,
+    fmt: str = ".3f",
+) -> list[Path]:
+    """Method × method heatmaps, one panel per measure; +inf and NaN cells are greyed and written as ∞ / n/a.
+
+    Args:
+        matrices: panel title → (M, M) DataFrame (rows and columns method labels; row a, column b = measure(a, b)).
+        stem: output path without suffix.
+        styles: optional panel title → dict with ``vmin``, ``vmax``, ``cmap`` for that panel.
+        title: figure title.
+        fmt: number format of the cell annotations.
+
+    Returns:
+        [PNG path, PDF path].
+    """
+    _check_mapping(matrices, "comparison_heatmaps: matrices")
+    styles = styles or {}
+    n = len(matrices)
+    m = max(df.shape[0] for df in matrices.values())
+    longest = max(len(str(lab)) for df in matrices.values() for lab in df.index)
+    side = max(3.2, 0.55 * m + 0.06 * longest + 1.0)
+    ncols = min(n, 3)
+    fig = _figure(side * ncols, side * math.ceil(n / ncols) + 0.4)
+    axes = _grid(fig, n, ncols=ncols)
+    for ax, (name, df) in zip(axes, matrices.items()):
+        values = df.to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        style = dict(styles.get(name, {}))
+        style.setdefault("cmap", "viridis")
+        sns.heatmap(df.astype(np.float64).where(finite), ax=ax, mask=~finite, annot=m <= 12, fmt=fmt,
+                    annot_kws={"fontsize": 7}, square=True, cbar_kws={"shrink": 0.7}, linewidths=0.5,
+                    linecolor="white", **style)
+        ax.set_facecolor("0.85")
+        for i, j in zip(*np.nonzero(~finite)):
+            text = "∞" if np.isinf(values[i, j]) else "n/a"
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color="0.3")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("method b")
+        ax.set_ylabel("method a")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=7)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+    fig.suptitle(title or "Method-to-method comparison")
+    return _save(fig, stem)
+
+
+def lazy_curves(
+    df: pd.DataFrame,
+    stem: str | Path,
+    *,
+    logx: bool = False,
+    logy: bool = False,
+    xlabel: str = "x",
+    ylabel: str = "y",
+    hue_title: str | None = None,
+    title: str | None = None,
+    errorbar: str | None = "sd",
+) -> list[Path]:
+    """Generic line plot for the lazy-regime study: y against x, one line per ``hue``, one panel per ``facet``.
+
+    Args:
+        df: long DataFrame with columns ``x`` and ``y`` (numbers) and optional ``hue`` and ``facet`` (labels).
+            Several rows with the same (facet, hue, x) — e.g. seeds — are drawn as their mean with a ±1 std band
+            (``errorbar="sd"``; ``None`` draws the mean only).
+        stem: output path without suffix.
+        logx, logy: logarithmic axes (non-positive values are then left out of the drawing).
+        xlabel, ylabel: axis labels; hue_title: legend title; title: figure title.
+
+    Returns:
+        [PNG path, PDF path].
+    """
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        raise ValueError("lazy_curves: df: expected a non-empty DataFrame with columns x, y[, hue, facet]")
+    missing = [c for c in ("x", "y") if c not in df.columns]
+    if missing:
+        raise ValueError(f"lazy_curves: df: missing column(s) {', '.join(missing)}")
+    df = df.copy()
+    df["x"] = df["x"].astype(np.float64)
+    df["y"] = df["y"].astype(np.float64)
+    if logx:
+        df = df[df["x"] > 0]
+    if logy:
+        df = df[df["y"] > 0]
+    has_hue = "hue" in df.columns
+    facets = list(dict.fromkeys(df["facet"])) if "facet" in df.columns else [None]
+    palette = method_palette([str(h) for h in df["hue"]]) if has_hue else None
+    if has_hue:
+        df["hue"] = df["hue"].astype(str)
+    ncols = min(len(facets), 3)
+    fig = _figure(4.3 * ncols + (1.8 if has_hue else 0), 3.4 * math.ceil(len(facets) / ncols) + 0.4)
+    axes = _grid(fig, len(facets), ncols=ncols)
+    for ax, facet in zip(axes, facets):
+        part = df if facet is None else df[df["facet"] == facet]
+        sns.lineplot(data=part, x="x", y="y", hue="hue" if has_hue else None, palette=palette, marker="o",
+                     errorbar=errorbar, ax=ax, legend=ax is axes[0] and has_hue)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if facet is not None:
+            ax.set_title(str(facet), fontsize=10)
+    if has_hue and axes[0].get_legend() is not None:
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.legend(handles, labels, title=hue_title, loc="outside right center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, stem)
+
+
+__all__ = [
+    "DEFAULT_HIST_SCORES",
+    "DPI",
+    "comparison_heatmaps",
+    "lazy_curves",
+    "method_palette",
+    "ood_histograms",
+    "reliability_diagrams",
+    "risk_coverage_curves",
+    "uncertainty_maps",
+]

@@ -1,0 +1,112 @@
+"""A tiny method and datasets for harness tests, registered only while a test needs them (and in subprocesses).
+
+- method ``_test_logreg``: multinomial logistic regression fitted by full-batch gradient descent in float64 in a
+  few steps; ``members`` > 1 gives a bootstrap ensemble (S > 1); ``fail="raise"`` raises in fit, ``fail="nan"``
+  makes the weights NaN so the Predictive is invalid.
+- datasets ``_tiny`` (Gaussian blobs from ``tests/conftest.py``'s ``tiny_splits``; ``dim = 2`` makes it 2-D) and
+  ``_missing`` (raises ``DataMissingError``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from ntkbayes import data as nbdata
+from ntkbayes.methods import base
+from ntkbayes.methods.base import Method
+from ntkbayes.predictive import Predictive
+
+
+def _tests_conftest():
+    """tests/conftest.py under a module name of its own (pytest may hold another module called ``conftest``)."""
+    name = "_ntkbayes_tests_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+tiny_splits = _tests_conftest().tiny_splits
+
+METHOD = "_test_logreg"
+DATASETS = ("_tiny", "_missing")
+
+
+class FakeLogReg(Method):
+    """Logistic regression, a few gradient steps (test-only)."""
+
+    name = METHOD
+
+    def __init__(self, steps: int = 30, lr: float = 0.5, members: int = 1, fail: str = "none"):
+        self.steps = steps
+        self.lr = lr
+        self.members = members
+        self.fail = fail
+
+    def _fit(self, data, seed, device):
+        if self.fail == "raise":
+            raise RuntimeError("boom in fit")
+        g = torch.Generator().manual_seed(seed)
+        x, y = data.train.x.double(), data.train.y
+        ws = []
+        for _ in range(self.members):
+            idx = torch.randint(0, len(y), (len(y),), generator=g) if self.members > 1 else torch.arange(len(y))
+            w = torch.zeros(x.shape[1] + 1, self.num_classes_, dtype=torch.float64)
+            xb = torch.cat([x[idx], torch.ones(len(idx), 1, dtype=torch.float64)], 1)
+            onehot = torch.nn.functional.one_hot(y[idx], self.num_classes_).double()
+            for _ in range(self.steps):
+                p = torch.softmax(xb @ w, -1)
+                w = w - self.lr * xb.T @ (p - onehot) / len(idx)
+            ws.append(w)
+        self.w_ = torch.stack(ws)
+        if self.fail == "nan":
+            self.w_ = self.w_ * float("nan")
+        self.info_ = {"steps": self.steps, "members": self.members}
+
+    def _predict(self, x):
+        xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+        return Predictive.from_logits(torch.einsum("nd,sdc->snc", xb, self.w_))
+
+
+base._REGISTRY.pop(METHOD, None)  # registered only while a test asks for it
+
+
+def _load_tiny(root, seed, download, *, n: int = 90, classes: int = 3, dim: int = 4):
+    return tiny_splits(n=n, classes=classes, dim=dim, seed=seed, name="_tiny")
+
+
+def _load_missing(root, seed, download, *, n: int = 10):
+    raise nbdata.DataMissingError("_missing", Path(root) / "_missing" / "data.bin")
+
+
+def register_fakes() -> None:
+    """Add the fake method and datasets to the registries (idempotent)."""
+    base._REGISTRY[METHOD] = FakeLogReg
+    for name, fn in (("_tiny", _load_tiny), ("_missing", _load_missing)):
+        nbdata._REGISTRY.pop(name, None)
+        nbdata.register(name, family="synthetic")(fn)
+
+
+def unregister_fakes() -> None:
+    """Remove them again."""
+    base._REGISTRY.pop(METHOD, None)
+    for name in DATASETS:
+        nbdata._REGISTRY.pop(name, None)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``ntkbayes`` main with the fakes registered (for subprocess tests)."""
+    from ntkbayes.cli import main
+
+    register_fakes()
+    return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(sys.argv[1:]))
