@@ -468,7 +468,7 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
                     resolved = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty}
                     resolved_params = normalize({**resolved, **explicit})
                     rid = run_id_of(ds.name, resolved_options, ms.name, resolved_params, seed)
-                    where = f"[datasets.{ds.label}] × {row_label}"
+                    where = f"[methods.{ms.label}]{row_label[len(ms.label):]} on [datasets.{ds.label}]"
                     if rid in seen:
                         raise UserError(
                             f"{suite.path}: {where} and {seen[rid]} are the same cell (same dataset, options, "

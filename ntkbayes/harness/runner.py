@@ -96,6 +96,7 @@ def provenance() -> dict[str, Any]:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
+    versions["torch"] = torch.__version__  # with the build tag, e.g. "+cu130"
     versions["cuda"] = torch.version.cuda
     commit, dirty = _git_state()
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "hostname": socket.gethostname()}
@@ -419,11 +420,15 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
     pending = [c for c in cells if c.run_id not in done and (retry_failed or c.run_id not in failed_before)]
     summary = RunSummary(suite=suite.name, out_dir=str(out_dir), cells=len(cells),
                          already_done=len(cells) - len(pending))
-    if pending:
-        _preflight(suite, pending)
-
     from tqdm.auto import tqdm
 
+    clear_data_cache()
+    try:
+        if pending:
+            _preflight(suite, pending)
+    except BaseException:
+        clear_data_cache()
+        raise
     bar = tqdm(total=len(pending), desc=suite.name, unit="cell", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     in_flight: set[str] = set()

@@ -281,7 +281,7 @@ class ResultsStore:
                 owner = None
             except (OSError, ValueError):
                 owner = None  # a garbled claim (crash while writing it) is void
-            if isinstance(owner, dict) and owner != self._me:
+            if isinstance(owner, dict) and not self._owns(owner):
                 if owner.get("host") != self._me["host"]:
                     return False
                 pid = owner.get("pid")
@@ -297,8 +297,11 @@ class ResultsStore:
         path = self.claims_dir / f"{_check_run_id(run_id)}.json"
         with self.lock(), contextlib.suppress(FileNotFoundError):
             owner = json.loads(path.read_text())
-            if isinstance(owner, dict) and all(owner.get(k) == v for k, v in self._me.items()):
+            if isinstance(owner, dict) and self._owns(owner):
                 path.unlink()
+
+    def _owns(self, claim: dict) -> bool:
+        return all(claim.get(k) == v for k, v in self._me.items())
 
     # -- predictions --------------------------------------------------------------------------------------------
     def predictions_path(self, run_id: str) -> Path:

@@ -41,15 +41,15 @@ from ntkbayes.metrics.ood import (
     fpr95,
     ood_metrics,
 )
-from ntkbayes.metrics.selective import aurc, risk_coverage
+from ntkbayes.metrics.selective import aurc, aurc_from_confidence, risk_coverage
 from ntkbayes.predictive import SCORES, Predictive
 
 __all__ = [
-    "CONVENTIONS", "DEFAULT_N_BINS", "Direction", "LOG_PROB_FLOOR", "METRIC_INFO", "MetricInfo", "OOD_METRICS",
-    "ReliabilityBins", "SCORES", "accuracy", "adaptive_bins", "adaptive_ece", "aupr_in", "aupr_out", "aurc",
-    "auroc", "average_precision", "bin_edges", "bin_index", "brier", "classwise_ece", "conventions", "ece",
-    "evaluate", "evaluate_ood", "fpr95", "mce", "metric_info", "nll", "ood_metrics", "reliability_bins",
-    "risk_coverage", "top_label",
+    "CONVENTIONS", "DEFAULT_N_BINS", "Direction", "LOG_PROB_FLOOR", "METRIC_INFO", "MetricInfo",
+    "OOD_METRICS", "ReliabilityBins", "SCORES", "accuracy", "adaptive_bins", "adaptive_ece", "aupr_in",
+    "aupr_out", "aurc", "aurc_from_confidence", "auroc", "average_precision", "bin_edges", "bin_index",
+    "brier", "classwise_ece", "conventions", "ece", "evaluate", "evaluate_ood", "fpr95", "mce", "metric_info",
+    "nll", "ood_metrics", "reliability_bins", "risk_coverage", "top_label",
 ]
 
 
@@ -202,7 +202,7 @@ def evaluate(
         "cal/mce": bins.mce(),
         "cal/aece": adaptive_bins(conf, correct, n_bins).ece(),
         "cal/cwece": classwise_ece(probs, labels, n_bins),
-        "sel/aurc": aurc(probs, labels),
+        "sel/aurc": aurc_from_confidence(conf, correct),
     }
     for set_name, p_ood in (ood or {}).items():
         for sub, value in evaluate_ood(pred, p_ood).items():

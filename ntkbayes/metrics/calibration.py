@@ -82,7 +82,7 @@ def check_labels(labels: torch.Tensor | np.ndarray, n: int, c: int, name: str = 
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer dtype, got {labels.dtype}")
     labels = labels.detach().to("cpu", torch.int64)
-    if n and (labels.min() < 0 or labels.max() >= c):
+    if n and ((labels < 0) | (labels >= c)).any():
         raise ValueError(
             f"{name}: values must lie in [0, {c}) for {c} classes, got range [{int(labels.min())}, "
             f"{int(labels.max())}]"
@@ -281,10 +281,13 @@ def adaptive_bins(conf: torch.Tensor, correct: torch.Tensor, n_bins: int = DEFAU
     conf, correct = _conf_correct(conf, correct)
     n = conf.shape[0]
     order = torch.sort(conf, stable=True).indices
-    sizes = torch.full((n_bins,), n // n_bins, dtype=torch.int64)
-    sizes[: n % n_bins] += 1
+    # np.array_split: the first r = N mod M bins hold q + 1 = ⌊N/M⌋ + 1 sorted points, the others q
+    q, r = divmod(n, n_bins)
+    pos = torch.arange(n)
+    big = r * (q + 1)  # points in the larger bins
+    rank_bin = torch.where(pos < big, pos // (q + 1), r + (pos - big) // max(q, 1))
     idx = torch.empty(n, dtype=torch.int64)
-    idx[order] = torch.repeat_interleave(torch.arange(n_bins), sizes)
+    idx[order] = rank_bin
     counts, acc, mean_conf = _bin_stats(conf, correct, idx, n_bins)
     nan = torch.full((n_bins,), math.nan, dtype=torch.float64)
     lower = nan.scatter_reduce(0, idx, conf, "amin", include_self=False)

@@ -43,17 +43,20 @@ def _id_ood(score_id: torch.Tensor, score_ood: torch.Tensor) -> tuple[torch.Tens
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
     """(N,) 1-based ranks of x (N,) in ascending order, ties given the mean of their ranks (scipy's ``rankdata``)."""
     sorted_x, order = torch.sort(x, stable=True)
-    counts = torch.unique_consecutive(sorted_x, return_counts=True)[1]
+    _, group, counts = torch.unique_consecutive(sorted_x, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).to(torch.float64)  # rank of the last member of each tie group
     avg = ends - (counts.to(torch.float64) - 1) / 2  # mean of ranks ends − count + 1 .. ends
     ranks = torch.empty_like(x, dtype=torch.float64)
-    ranks[order] = torch.repeat_interleave(avg, counts)
+    ranks[order] = avg[group]
     return ranks
 
 
 def auroc(score_id: torch.Tensor, score_ood: torch.Tensor) -> float:
     """AUROC with OOD positive: score_id (N,), score_ood (M,), larger = more OOD; ties count ½."""
-    s_id, s_ood = _id_ood(score_id, score_ood)
+    return _auroc(*_id_ood(score_id, score_ood))
+
+
+def _auroc(s_id: torch.Tensor, s_ood: torch.Tensor) -> float:
     n, m = s_id.shape[0], s_ood.shape[0]
     ranks = average_ranks(torch.cat([s_id, s_ood]))
     # Mann–Whitney U of the positives: Σ rank(ood) − M(M+1)/2 (half-integer sums, exact in float64)
@@ -67,11 +70,15 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
     AP = Σ_k (R_k − R_{k−1}) · P_k over thresholds at the distinct scores, largest first (R_0 = 0).
     """
     s = _check_vector(scores, "scores")
-    if positive.dtype != torch.bool or positive.shape != s.shape:
+    if not isinstance(positive, torch.Tensor) or positive.dtype != torch.bool or positive.shape != s.shape:
         raise ValueError(f"positive: expected a bool tensor of shape {tuple(s.shape)}")
-    n_pos = int(positive.sum())
-    if n_pos == 0:
+    if not positive.any():
         raise ValueError("positive: no positive points; average precision is undefined")
+    return _average_precision(s, positive)
+
+
+def _average_precision(s: torch.Tensor, positive: torch.Tensor) -> float:
+    n_pos = int(positive.sum())
     sorted_s, order = torch.sort(s, descending=True, stable=True)
     counts = torch.unique_consecutive(sorted_s, return_counts=True)[1]
     last = torch.cumsum(counts, 0) - 1  # index of the last point of each tie group = one threshold
@@ -84,22 +91,27 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
 
 def aupr_out(score_id: torch.Tensor, score_ood: torch.Tensor) -> float:
     """AUPR-Out: average precision with OOD positive and the score as is; score_id (N,), score_ood (M,)."""
-    s_id, s_ood = _id_ood(score_id, score_ood)
-    positive = torch.cat([torch.zeros(s_id.shape[0], dtype=torch.bool), torch.ones(s_ood.shape[0], dtype=torch.bool)])
-    return average_precision(torch.cat([s_id, s_ood]), positive)
+    return _aupr(*_id_ood(score_id, score_ood), ood_positive=True)
+
+
+def _aupr(s_id: torch.Tensor, s_ood: torch.Tensor, ood_positive: bool) -> float:
+    is_ood = torch.cat([torch.zeros(s_id.shape[0], dtype=torch.bool), torch.ones(s_ood.shape[0], dtype=torch.bool)])
+    s = torch.cat([s_id, s_ood])
+    return _average_precision(s, is_ood) if ood_positive else _average_precision(-s, ~is_ood)
 
 
 def aupr_in(score_id: torch.Tensor, score_ood: torch.Tensor) -> float:
     """AUPR-In: average precision with ID positive and −score; score_id (N,), score_ood (M,)."""
-    s_id, s_ood = _id_ood(score_id, score_ood)
-    positive = torch.cat([torch.ones(s_id.shape[0], dtype=torch.bool), torch.zeros(s_ood.shape[0], dtype=torch.bool)])
-    return average_precision(-torch.cat([s_id, s_ood]), positive)
+    return _aupr(*_id_ood(score_id, score_ood), ood_positive=False)
 
 
 def fpr95(score_id: torch.Tensor, score_ood: torch.Tensor) -> float:
     """FPR95 (OOD positive): fraction of ID scores ≥ t, t the ⌈0.95·M⌉-th largest OOD score; score_id (N,),
     score_ood (M,). Lower is better."""
-    s_id, s_ood = _id_ood(score_id, score_ood)
+    return _fpr95(*_id_ood(score_id, score_ood))
+
+
+def _fpr95(s_id: torch.Tensor, s_ood: torch.Tensor) -> float:
     m = s_ood.shape[0]
     k = (FPR_RECALL_PERCENT * m + 99) // 100  # ⌈0.95·M⌉ without floating-point rounding
     t = torch.sort(s_ood, descending=True).values[k - 1]
@@ -108,11 +120,12 @@ def fpr95(score_id: torch.Tensor, score_ood: torch.Tensor) -> float:
 
 def ood_metrics(score_id: torch.Tensor, score_ood: torch.Tensor) -> dict[str, float]:
     """{"auroc", "aupr_in", "aupr_out", "fpr95"} for one score: score_id (N,), score_ood (M,), larger = more OOD."""
+    s_id, s_ood = _id_ood(score_id, score_ood)
     return {
-        "auroc": auroc(score_id, score_ood),
-        "aupr_in": aupr_in(score_id, score_ood),
-        "aupr_out": aupr_out(score_id, score_ood),
-        "fpr95": fpr95(score_id, score_ood),
+        "auroc": _auroc(s_id, s_ood),
+        "aupr_in": _aupr(s_id, s_ood, ood_positive=False),
+        "aupr_out": _aupr(s_id, s_ood, ood_positive=True),
+        "fpr95": _fpr95(s_id, s_ood),
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ntkbayes.metrics.calibration import _check_vector, top_label
+from ntkbayes.metrics.calibration import _check_vector, _conf_correct, top_label
 from ntkbayes.predictive import Predictive
 
 
@@ -32,6 +32,11 @@ def risk_coverage(
     conf, correct = top_label(probs, labels)
     if confidence is not None:
         conf = _check_vector(confidence, "confidence", conf.shape[0])
+    return _risk_coverage(conf, correct)
+
+
+def _risk_coverage(conf: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coverage (N,) and risk (N,) from checked float64 confidences conf (N,) and 0/1 correctness (N,)."""
     order = torch.sort(conf, descending=True, stable=True).indices
     k = torch.arange(1, conf.shape[0] + 1, dtype=torch.float64)
     risk = torch.cumsum(1.0 - correct[order], 0) / k
@@ -43,3 +48,9 @@ def aurc(
 ) -> float:
     """``sel/aurc``: mean over k = 1..N of risk_k (``risk_coverage``); probs (N, C), labels (N,). Lower is better."""
     return float(risk_coverage(probs, labels, confidence)[1].mean())
+
+
+def aurc_from_confidence(conf: torch.Tensor, correct: torch.Tensor) -> float:
+    """AURC from confidences conf (N,) (larger = more confident) and 0/1 (or bool) correctness correct (N,)."""
+    conf, correct = _conf_correct(conf, correct)
+    return float(_risk_coverage(conf, correct)[1].mean())

@@ -18,7 +18,6 @@ Output under DIR::
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -32,18 +31,24 @@ from ntkbayes.errors import UserError
 from ntkbayes.harness.store import STATUS_OK, ResultsStore
 from ntkbayes.metrics.compare import compare
 from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.report.leaderboard import effective_records, long_frame
 
-#: Matrix name → (key of ``compare``'s result for row a, column b; display title; colour scale (vmin, vmax) or
-#: None; colour map). Low is close for divergences and distances, high is close for agreement and correlations.
-MATRIX_MEASURES: dict[str, tuple[str, str, tuple[float, float] | None, str]] = {
-    "js": ("js", "Jensen–Shannon divergence (nats, ≤ log 2)", (0.0, math.log(2)), "rocket_r"),
-    "kl": ("kl_ab", "KL(p_a ‖ p_b) (nats)", None, "rocket_r"),
+_SCORE_NAMES = {"msp": "1 − max p", "entropy": "predictive entropy", "expected_entropy": "expected entropy",
+                "mutual_info": "mutual information", "variance": "member variance"}
+
+#: Matrix name → (key of ``compare``'s result for row a, column b; display title; colour scale (vmin, vmax), None
+#: ends taken from the data, since divergences between real methods are often far below their bound; colour map).
+#: Low is close for divergences and distances, high is close for agreement and correlations.
+MATRIX_MEASURES: dict[str, tuple[str, str, tuple[float | None, float | None], str]] = {
+    "js": ("js", "Jensen–Shannon divergence (nats)", (0.0, None), "rocket_r"),
+    "kl": ("kl_ab", "KL(p_a ‖ p_b) (nats)", (0.0, None), "rocket_r"),
     "kl_inf_frac": ("kl_inf_frac", "fraction of points with infinite KL", (0.0, 1.0), "rocket_r"),
-    "tv": ("tv", "total variation", (0.0, 1.0), "rocket_r"),
-    "agree": ("agree", "top-1 agreement", (0.0, 1.0), "mako"),
-    "energy": ("energy", "energy distance of member distributions", None, "rocket_r"),
-    "w1": ("w1", "1-Wasserstein of member probabilities (mean over classes)", None, "rocket_r"),
-    **{f"spearman/{s}": (f"spearman/{s}", f"Spearman ρ of {s}", (-1.0, 1.0), "vlag") for s in SCORES},
+    "tv": ("tv", "total variation", (0.0, None), "rocket_r"),
+    "agree": ("agree", "top-1 agreement", (None, 1.0), "mako"),
+    "energy": ("energy", "energy distance of member distributions", (0.0, None), "rocket_r"),
+    "w1": ("w1", "1-Wasserstein of member probabilities (mean over classes)", (0.0, None), "rocket_r"),
+    **{f"spearman/{s}": (f"spearman/{s}", f"Spearman ρ of {_SCORE_NAMES.get(s, s)}", (-1.0, 1.0), "vlag")
+       for s in SCORES},
 }
 
 #: The measures drawn as heatmaps (all are written as tables): the headline divergence, the disagreement in
@@ -62,60 +67,41 @@ def safe_name(text: str) -> str:
     return _SAFE.sub("_", str(text)).strip("_") or "_"
 
 
-def method_label(record: Mapping, varying: Iterable[str] = ()) -> str:
-    """Display label of a record's method: its ``method_label`` (the suite's row label, which names swept values)
-    when the record has one; else the method name plus ``[k=v, ...]`` for the parameters in ``varying``."""
-    if record.get("method_label"):
-        return str(record["method_label"])
-    params = record.get("params") or {}
-    parts = [f"{k}={params[k] if isinstance(params[k], str) else json.dumps(params[k])}"
-             for k in sorted(varying) if k in params]
-    return f"{record['method']}[{', '.join(parts)}]" if parts else str(record["method"])
-
-
 def load_runs(
     root: str | Path, datasets: Iterable[str] | str | None = None, methods: Iterable[str] | str | None = None
 ) -> dict[str, dict[int, dict[str, dict]]]:
-    """Group a store's ``ok`` records into matched runs: dataset key → seed → method label → record.
+    """Group a store's ``ok`` records into matched runs: dataset → seed → method label → record.
 
-    The dataset key is the record's ``dataset_label`` (else the dataset name), with the options appended when one
-    key was run with several option sets, so runs are matched only on identical data. ``datasets`` filters by
-    name or key, ``methods`` by method name or label; each given name must match something, or ``UserError`` names
-    it. When two records share (dataset, options, seed, label) the newest wins.
+    Dataset and method names are the leaderboard's (``leaderboard.long_frame``: the suite's dataset and method
+    labels, with a short hash where one label covers different options or parameters), so runs match only on
+    identical data and tables line up with the leaderboard. ``datasets`` filters by dataset label or name,
+    ``methods`` by method label or name; each given name must match something, or ``UserError`` names it.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"results directory {root} does not exist")
-    records = [r for r in ResultsStore(root).latest().values() if r["status"] == STATUS_OK]
+    records = [r for r in effective_records(root) if r["status"] == STATUS_OK]
     if not records:
         raise UserError(f"{root}: no 'ok' records in {root / 'records.jsonl'}")
-    options, params = defaultdict(set), defaultdict(lambda: defaultdict(set))
-    for r in records:
-        options[_base_key(r)].add(json.dumps(r.get("dataset_options") or {}, sort_keys=True))
-        for k, v in (r.get("params") or {}).items():
-            params[(_base_key(r), r["method"])][k].add(json.dumps(v, sort_keys=True))
+    names = long_frame(records).drop_duplicates("run_id").set_index("run_id")
     runs: dict[str, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
-    names: dict[str, set[str]] = defaultdict(set)  # dataset key → names it answers to
-    for r in sorted(records, key=lambda r: str(r.get("timestamp", ""))):
-        key = _base_key(r)
-        if len(options[key]) > 1:
-            opts = r.get("dataset_options") or {}
-            key = f"{key}[{', '.join(f'{k}={v}' for k, v in sorted(opts.items()))}]"
-        varying = [k for k, v in params[(_base_key(r), r["method"])].items() if len(v) > 1]
-        runs[key][int(r["seed"])][method_label(r, varying)] = r
-        names[key] |= {key, _base_key(r), str(r["dataset"])}
+    aliases: dict[str, set[str]] = defaultdict(set)  # dataset → names it answers to
+    for r in records:
+        ds, label = names.loc[r["run_id"], "dataset"], names.loc[r["run_id"], "method"]
+        runs[ds][int(r["seed"])][label] = r
+        aliases[ds] |= {ds, str(r.get("dataset_label") or r["dataset"]), str(r["dataset"])}
     runs = {k: dict(v) for k, v in runs.items()}
     if datasets is not None:
-        wanted = _as_list(datasets)
-        unknown = [d for d in wanted if not any(d in names[k] for k in runs)]
+        wanted = set(_as_list(datasets))
+        unknown = sorted(d for d in wanted if not any(d in aliases[k] for k in runs))
         if unknown:
             raise UserError(f"unknown dataset {', '.join(map(repr, unknown))} in {root}; "
                             f"available: {', '.join(sorted(runs))}")
-        runs = {k: v for k, v in runs.items() if names[k] & set(wanted)}
+        runs = {k: v for k, v in runs.items() if aliases[k] & wanted}
     if methods is not None:
         wanted = set(_as_list(methods))
         seen = {(lab, rec["method"]) for per in runs.values() for ms in per.values() for lab, rec in ms.items()}
-        unknown = [m for m in sorted(wanted) if not any(m in pair for pair in seen)]
+        unknown = sorted(m for m in wanted if not any(m in pair for pair in seen))
         if unknown:
             raise UserError(f"unknown method {', '.join(map(repr, unknown))} in {root}; "
                             f"available: {', '.join(sorted({lab for lab, _ in seen}))}")
@@ -125,10 +111,6 @@ def load_runs(
             for d, per in runs.items()
         }
     return runs
-
-
-def _base_key(record: Mapping) -> str:
-    return str(record.get("dataset_label") or record["dataset"])
 
 
 def _as_list(value: Iterable[str] | str) -> list[str]:
@@ -217,26 +199,22 @@ def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def headline(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> str:
-    """Markdown answering: how close is each NTK-ensemble variant's predictive to Laplace, GP and deep ensembles?
+def headline_tables(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[str, pd.DataFrame | str]:
+    """Per dataset, how close each NTK-ensemble variant's predictive is to Laplace, GP and deep-ensemble runs.
 
-    Per dataset, one row per (NTK variant, reference method): JS, TV, top-1 agreement and Spearman ρ of mutual
-    information on test points, and JS and ρ(MI) averaged over the OOD sets; ★ marks, per variant, the reference
-    with the smallest test JS.
+    Rows (index "NTK variant") per (variant, reference method): JS, TV, top-1 agreement and Spearman ρ of mutual
+    information on test points, JS and ρ(MI) averaged over the OOD sets, and ★ in ``closest`` for the reference
+    with the smallest test JS for that variant. A dataset without NTK variants or references maps to a note (str).
     """
-    lines = ["# How close are NTK ensembles to Bayesian references?", "",
-             "Jensen–Shannon divergence (JS, nats, 0 = identical, ≤ log 2 ≈ 0.693) and total variation (TV) between "
-             "predictive means, top-1 agreement, and Spearman ρ of the mutual information (epistemic uncertainty) "
-             "over points, mean over seeds. ★ = closest reference (smallest test JS) for that NTK variant.", ""]
+    out: dict[str, pd.DataFrame | str] = {}
     for dataset, mats in results.items():
-        lines.append(f"## {dataset}\n")
         labels = list(mats["test/js"].index) if "test/js" in mats else []
         ntk = [lab for lab in labels if lab.startswith(NTK_PREFIX)]
         refs = [(lab, fam) for lab in labels if not lab.startswith(NTK_PREFIX)
                 for sub, fam in REFERENCE_FAMILIES.items() if sub in lab.lower()]
         if not ntk or not refs:
-            missing = "no ntk_ensemble run" if not ntk else "no Laplace, GP or deep-ensemble run"
-            lines.append(f"_{missing} on this dataset; nothing to summarize._\n")
+            out[dataset] = ("no ntk_ensemble run" if not ntk else "no Laplace, GP or deep-ensemble run") + \
+                " on this dataset; nothing to summarize."
             continue
         ood_splits = sorted({k.split("/")[0] for k in mats if k.startswith("ood_")})
         rows = []
@@ -253,9 +231,30 @@ def headline(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> str:
                 row["closest"] = "★" if ref == best else ""
                 rows.append(row)
         table = pd.DataFrame(rows).set_index("NTK variant")
+        table.attrs["ood_sets"] = [s[4:] for s in ood_splits]
+        out[dataset] = table
+    return out
+
+
+HEADLINE_INTRO = (
+    "Jensen–Shannon divergence (JS, nats, 0 = identical, ≤ log 2 ≈ 0.693) and total variation (TV) between "
+    "predictive means, top-1 agreement, and Spearman ρ of the mutual information (epistemic uncertainty) over "
+    "points, mean over seeds. ★ = the closest reference (smallest test JS) for that NTK variant."
+)
+
+
+def headline(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> str:
+    """Markdown answering at a glance: how close is each NTK-ensemble variant to Laplace, GP and deep ensembles?
+    (``headline_tables`` as Markdown.)"""
+    lines = ["# How close are NTK ensembles to Bayesian references?", "", HEADLINE_INTRO, ""]
+    for dataset, table in headline_tables(results).items():
+        lines.append(f"## {dataset}\n")
+        if isinstance(table, str):
+            lines.append(f"_{table}_\n")
+            continue
         lines.append(markdown_table(table, "NTK variant"))
-        if ood_splits:
-            lines.append(f"OOD columns: mean over {', '.join(s[4:] for s in ood_splits)}.\n")
+        if table.attrs.get("ood_sets"):
+            lines.append(f"OOD columns: mean over {', '.join(table.attrs['ood_sets'])}.\n")
     return "\n".join(lines)
 
 
@@ -283,8 +282,8 @@ def write_matrices(out_dir: Path, mats: Mapping[str, pd.DataFrame]) -> list[Path
     return paths
 
 
-def heatmap_figures(root: Path, dataset: str, mats: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """Heatmaps of ``HEATMAP_MEASURES``, one figure per split, under DIR/figures/; returns the paths."""
+def heatmap_figures(out: Path, dataset: str, mats: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """Heatmaps of ``HEATMAP_MEASURES``, one figure per split, as ``out/figures/compare_<dataset>_<split>``."""
     from ntkbayes.report.figures import comparison_heatmaps
 
     paths = []
@@ -296,13 +295,33 @@ def heatmap_figures(root: Path, dataset: str, mats: Mapping[str, pd.DataFrame]) 
                 continue
             _, title, lim, cmap = MATRIX_MEASURES[measure]
             panels[title] = df
-            styles[title] = {"cmap": cmap, **({"vmin": lim[0], "vmax": lim[1]} if lim else {})}
+            styles[title] = {"cmap": cmap, "vmin": lim[0], "vmax": lim[1]}
         if panels:
             where = "test points" if split == "test" else f"OOD set {split[4:]}"
-            stem = root / "figures" / f"compare_{safe_name(dataset)}_{safe_name(split)}"
-            paths += comparison_heatmaps(panels, stem, styles=styles,
+            paths += comparison_heatmaps(panels, heatmap_stem(out, dataset, split), styles=styles,
                                          title=f"{dataset}: method-to-method comparison on {where}")
     return paths
+
+
+def heatmap_stem(out: Path, dataset: str, split: str) -> Path:
+    """``out/figures/compare_<dataset>_<split>`` (no suffix)."""
+    return Path(out) / "figures" / f"compare_{safe_name(dataset)}_{safe_name(split)}"
+
+
+def compare_dir(out: Path, dataset: str) -> Path:
+    """``out/compare/<dataset>``: where a dataset's matrices are written."""
+    return Path(out) / "compare" / safe_name(dataset)
+
+
+def read_matrices(out: str | Path, dataset: str) -> dict[str, pd.DataFrame]:
+    """Read back the matrices ``write_matrices`` wrote for a dataset: ``"<split>/<measure>"`` → DataFrame."""
+    known = {safe_name(m): m for m in (*MATRIX_MEASURES, "n_seeds")}
+    mats = {}
+    for path in sorted(compare_dir(Path(out), dataset).glob("*__*.csv")):
+        split, measure = path.stem.split("__", 1)
+        if measure in known:
+            mats[f"{split}/{known[measure]}"] = pd.read_csv(path, index_col=0)
+    return mats
 
 
 def compare_store(
@@ -310,20 +329,23 @@ def compare_store(
     datasets: Iterable[str] | str | None = None,
     methods: Iterable[str] | str | None = None,
     *,
+    out_dir: str | Path | None = None,
     figures: bool = True,
 ) -> dict[str, dict[str, pd.DataFrame]]:
     """Compare every pair of methods on every dataset of a results store, and write tables, summary and heatmaps.
 
     Args:
         dir: the results directory (records.jsonl + predictions/).
-        datasets: dataset names (or keys) to include; default all.
-        methods: method names or labels to include; default all.
-        figures: also draw the heatmaps under DIR/figures/.
+        datasets: dataset labels or names to include; default all.
+        methods: method labels or names to include; default all.
+        out_dir: where ``compare/`` and ``figures/`` go; default ``dir``.
+        figures: also draw the heatmaps.
 
     Returns:
         dataset → ``"<split>/<measure>"`` → DataFrame (M × M, method labels), split "test" or "ood_<set>".
     """
     root = Path(dir)
+    out = Path(out_dir) if out_dir is not None else root
     runs = load_runs(root, datasets, methods)
     store = ResultsStore(root)
     results: dict[str, dict[str, pd.DataFrame]] = {}
@@ -333,21 +355,25 @@ def compare_store(
             continue
         mats = compare_dataset(store, seeds)
         results[dataset] = mats
-        write_matrices(root / "compare" / safe_name(dataset), mats)
+        write_matrices(compare_dir(out, dataset), mats)
         if figures:
-            heatmap_figures(root, dataset, mats)
-    (root / "compare").mkdir(parents=True, exist_ok=True)
-    (root / "compare" / "summary.md").write_text(headline(results))
+            heatmap_figures(out, dataset, mats)
+    (out / "compare").mkdir(parents=True, exist_ok=True)
+    (out / "compare" / "summary.md").write_text(headline(results))
     return results
 
 
 def main_compare(args) -> int:
-    """CLI ``ntkbayes compare DIR [--dataset ...] [--methods ...]``: writes DIR/compare/ and the heatmaps."""
+    """CLI ``ntkbayes compare DIR [--dataset ...] [--methods ...] [--output OUTDIR]``: writes OUTDIR/compare/
+    (tables, summary.md) and OUTDIR/figures/ (heatmaps); OUTDIR defaults to DIR."""
     root = Path(_arg(args, "dir", "results_dir", "path", "root"))
-    results = compare_store(root, _arg(args, "dataset", "datasets"), _arg(args, "methods", "method"))
+    out = Path(_arg(args, "output") or root)
+    if out.suffix:
+        raise UserError(f"--output {out}: expected a directory (compare writes several tables and figures)")
+    results = compare_store(root, _arg(args, "dataset", "datasets"), _arg(args, "methods", "method"), out_dir=out)
     n = sum(len({k.split("/", 1)[0] for k in m}) for m in results.values())
-    print(f"compared {len(results)} dataset(s), {n} split(s): tables in {root / 'compare'}, "
-          f"summary {root / 'compare' / 'summary.md'}, heatmaps in {root / 'figures'}")
+    print(f"compared {len(results)} dataset(s), {n} split(s): tables in {out / 'compare'}, "
+          f"summary {out / 'compare' / 'summary.md'}, heatmaps in {out / 'figures'}")
     return 0
 
 
@@ -362,12 +388,17 @@ __all__ = [
     "HEATMAP_MEASURES",
     "MATRIX_MEASURES",
     "compare_dataset",
+    "compare_dir",
     "compare_store",
     "headline",
+    "headline_tables",
+    "heatmap_figures",
+    "heatmap_stem",
     "load_predictives",
     "load_runs",
     "main_compare",
     "markdown_table",
-    "method_label",
+    "read_matrices",
+    "safe_name",
     "write_matrices",
 ]

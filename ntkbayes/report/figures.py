@@ -2,19 +2,22 @@
 maps over the plane, comparison heatmaps and generic (lazy-regime) line plots.
 
 Every function takes plain data (arrays, tensors, DataFrames keyed by method label) and an output path *stem*
-(``figures/reliability_moons``), writes ``<stem>.png`` and ``<stem>.pdf`` and returns those two paths. Figures are
-built on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``'s global state, so they
-work headless, from threads, and leak no open figures. Conventions follow benchmarks.md §1: reliability bins are
-the ECE bins (15 equal-width on top-label confidence, last bin closed: ``metrics.reliability_bins``), risk–coverage
-is ``metrics.risk_coverage``, uncertainty scores are ``Predictive``'s (natural log).
+(``figures/reliability_moons``), writes ``<stem>.png`` and ``<stem>.pdf`` (``FORMATS``) and returns those paths.
+Figures are built on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``'s global
+state, so they work headless, from threads, and leak no open figures. Conventions follow benchmarks.md §1:
+reliability bins are the ECE bins (15 equal-width on top-label confidence, last bin closed:
+``metrics.reliability_bins``), risk–coverage is ``metrics.risk_coverage``, uncertainty scores are ``Predictive``'s
+(natural log).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -28,6 +31,9 @@ from ntkbayes.predictive import Predictive
 #: Raster resolution of the PNGs: sharp in a browser at 100 % and small enough (~100 kB) to keep the report light.
 DPI = 120
 
+#: File formats of every figure: PNG for the HTML report, PDF (vector) for papers.
+FORMATS = ("png", "pdf")
+
 #: Panels per row before a multi-method figure wraps, so a suite with ten methods still fits a page width.
 MAX_COLUMNS = 5
 
@@ -36,6 +42,10 @@ PANEL = 3.0
 
 #: Scores drawn in OOD histograms by default: one confidence-based, the total and the epistemic part.
 DEFAULT_HIST_SCORES = ("msp", "entropy", "mutual_info")
+
+#: A score whose range over ID and OOD points is below this (relative) is drawn as "constant" instead of as a
+#: histogram with one spike (mutual information and variance of S = 1 predictors are exactly 0).
+CONSTANT_SCORE_TOL = 1e-12
 
 SCORE_LABELS = {
     "msp": "1 − max p",
@@ -50,9 +60,10 @@ def _save(fig: Figure, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
-    fig.savefig(paths[0], dpi=DPI)  # constrained layout already fits everything: no extra "tight" draw
-    fig.savefig(paths[1])
+    paths = []
+    for ext in FORMATS:  # constrained layout already fits everything: no extra bbox_inches="tight" draw
+        paths.append(stem.with_name(f"{stem.name}.{ext}"))
+        fig.savefig(paths[-1], dpi=DPI)
     return paths
 
 
@@ -99,12 +110,12 @@ def reliability_diagrams(
         title: figure title.
 
     Returns:
-        [PNG path, PDF path].
+        The written paths, [PNG, PDF].
     """
     _check_mapping(data, "reliability_diagrams: data")
     n = len(data)
     ncols = min(n, MAX_COLUMNS)
-    fig = _figure(PANEL * ncols, PANEL * math.ceil(n / ncols) + 0.4)
+    fig = _figure(PANEL * ncols, (PANEL + 0.4) * math.ceil(n / ncols) + 0.6)
     axes = _grid(fig, n, sharex=True, sharey=True)
     for ax, (label, (probs, labels)) in zip(axes, data.items()):
         conf, correct = top_label(probs, labels)
@@ -112,19 +123,21 @@ def reliability_diagrams(
         lower, upper = bins.lower.numpy(), bins.upper.numpy()
         acc, mconf, counts = bins.acc.numpy(), bins.conf.numpy(), bins.counts.numpy()
         ne = counts > 0
+        width = (upper - lower)[ne]
         ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
-        ax.bar(lower[ne], acc[ne], width=(upper - lower)[ne], align="edge", color="tab:blue", alpha=0.8,
-               edgecolor="white", label="accuracy")
-        ax.bar(lower[ne], (mconf - acc)[ne], bottom=acc[ne], width=(upper - lower)[ne], align="edge",
-               color="tab:red", alpha=0.25, edgecolor="tab:red", hatch="//", label="gap to confidence")
+        ax.bar(lower[ne], acc[ne], width=width, align="edge", color="tab:blue", alpha=0.85, edgecolor="white",
+               label="accuracy")
+        lo, hi = np.minimum(acc, mconf)[ne], np.maximum(acc, mconf)[ne]
+        ax.bar(lower[ne], hi - lo, bottom=lo, width=width, align="edge", facecolor="none", edgecolor="tab:red",
+               hatch="////", lw=0.8, label="|accuracy − confidence|")
         ax.set_title(f"{label}\nECE {bins.ece():.3f}, N = {conf.shape[0]}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
     for ax in axes:
-        ax.set_xlabel("confidence (max p)")
-        ax.set_ylabel("accuracy")
-    axes[0].legend(loc="upper left", fontsize=7)
+        ax.set_xlabel("confidence (max p)", fontsize=9)
+        ax.set_ylabel("accuracy", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle(title or f"Reliability diagrams ({n_bins} equal-width bins, last bin closed)")
     return _save(fig, stem)
 
@@ -148,7 +161,7 @@ def ood_histograms(
         bins: histogram bins (shared by ID and OOD within a panel).
 
     Returns:
-        [PNG path, PDF path].
+        The written paths, [PNG, PDF].
     """
     _check_mapping(data, "ood_histograms: data")
     methods = list(data)
@@ -164,16 +177,24 @@ def ood_histograms(
                 continue
             id_s, ood_s = (np.asarray(v, dtype=np.float64).ravel() for v in data[method][score])
             lo, hi = float(min(id_s.min(), ood_s.min())), float(max(id_s.max(), ood_s.max()))
-            edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+            ax.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
+            if hi - lo <= CONSTANT_SCORE_TOL * max(1.0, abs(hi)):
+                # e.g. mutual information of a single network (S = 1): identically 0, nothing to separate
+                ax.text(0.5, 0.5, f"constant: {hi:.3g}\n(no spread to show)", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
+                ax.set_yticks([])
+                continue
+            edges = np.linspace(lo, hi, bins + 1)
             ax.hist(id_s, bins=edges, density=True, alpha=0.55, color="tab:blue", label="ID test")
             ax.hist(ood_s, bins=edges, density=True, alpha=0.55, color="tab:orange", label=ood_name)
-            ax.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
             if j == 0:
                 ax.set_ylabel("density")
             if i == 0:
                 ax.set_title(method, fontsize=9)
             ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=7)
+    handles = [h for ax in axes.ravel() for h in [ax.get_legend_handles_labels()] if h[0]]
+    if handles:
+        fig.legend(*handles[0], loc="outside upper right", fontsize=8)
     fig.suptitle(title or f"Uncertainty scores: ID test vs {ood_name} (larger = more OOD)")
     return _save(fig, stem)
 
@@ -192,7 +213,7 @@ def risk_coverage_curves(
         title: figure title.
 
     Returns:
-        [PNG path, PDF path].
+        The written paths, [PNG, PDF].
     """
     _check_mapping(data, "risk_coverage_curves: data")
     palette = method_palette(list(data))
@@ -246,7 +267,7 @@ def uncertainty_maps(
         title: figure title.
 
     Returns:
-        [PNG path, PDF path]. The mutual-information colour scale is shared by all methods, so maps compare.
+        The written paths, [PNG, PDF]. The mutual-information colour scale is shared by all methods, so maps compare.
     """
     _check_mapping(grid_probs, "uncertainty_maps: grid_probs")
     grid_x = np.asarray(grid_x, dtype=np.float64)
@@ -308,24 +329,25 @@ def comparison_heatmaps(
     title: str | None = None,
     fmt: str = ".3f",
 ) -> list[Path]:
-    """Method × method heatmaps, one panel per measure; +inf and NaN cells are greyed and written as ∞ / n/a.
+    """Method × method heatmaps, one panel per measure; +inf and NaN cells are grey and written as ∞ / n/a.
 
     Args:
         matrices: panel title → (M, M) DataFrame (rows and columns method labels; row a, column b = measure(a, b)).
         stem: output path without suffix.
-        styles: optional panel title → dict with ``vmin``, ``vmax``, ``cmap`` for that panel.
+        styles: optional panel title → dict with ``vmin``, ``vmax`` (None or absent: from the finite values),
+            ``cmap`` for that panel.
         title: figure title.
-        fmt: number format of the cell annotations.
+        fmt: number format of the cell annotations (written when M ≤ 12).
 
     Returns:
-        [PNG path, PDF path].
+        The written paths, [PNG, PDF].
     """
     _check_mapping(matrices, "comparison_heatmaps: matrices")
     styles = styles or {}
     n = len(matrices)
     m = max(df.shape[0] for df in matrices.values())
     longest = max(len(str(lab)) for df in matrices.values() for lab in df.index)
-    side = max(3.2, 0.55 * m + 0.06 * longest + 1.0)
+    side = max(3.4, 0.5 * m + 0.07 * longest + 1.2)
     ncols = min(n, 3)
     fig = _figure(side * ncols, side * math.ceil(n / ncols) + 0.4)
     axes = _grid(fig, n, ncols=ncols)
@@ -333,21 +355,32 @@ def comparison_heatmaps(
         values = df.to_numpy(dtype=np.float64)
         finite = np.isfinite(values)
         style = dict(styles.get(name, {}))
-        style.setdefault("cmap", "viridis")
-        sns.heatmap(df.astype(np.float64).where(finite), ax=ax, mask=~finite, annot=m <= 12, fmt=fmt,
-                    annot_kws={"fontsize": 7}, square=True, cbar_kws={"shrink": 0.7}, linewidths=0.5,
-                    linecolor="white", **style)
-        ax.set_facecolor("0.85")
-        for i, j in zip(*np.nonzero(~finite)):
-            text = "∞" if np.isinf(values[i, j]) else "n/a"
-            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color="0.3")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("method b")
-        ax.set_ylabel("method a")
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=7)
-        for t in ax.get_xticklabels():
-            t.set_horizontalalignment("right")
+        cmap = matplotlib.colormaps[style.get("cmap", "viridis")].with_extremes(bad="0.85")
+        shown = finite.any()
+        vmin, vmax = style.get("vmin"), style.get("vmax")
+        vmin = vmin if vmin is not None else (float(values[finite].min()) if shown else 0.0)
+        vmax = vmax if vmax is not None else (float(values[finite].max()) if shown else 1.0)
+        im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+        ax.grid(False)
+        if m <= 12:
+            for i in range(values.shape[0]):
+                for j in range(values.shape[1]):
+                    v = values[i, j]
+                    if np.isfinite(v):
+                        rgba = cmap(im.norm(v))
+                        light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5
+                        ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
+                                color="black" if light else "white")
+                    else:
+                        ax.text(j, i, "∞" if np.isinf(v) else "n/a", ha="center", va="center", fontsize=7,
+                                color="0.3")
+        ax.set_xticks(range(df.shape[1]), [str(c) for c in df.columns], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(df.shape[0]), [str(i) for i in df.index], fontsize=7)
+        ax.set_title(textwrap.fill(name, 34), fontsize=9)
+        ax.set_xlabel("method b", fontsize=8)
+        ax.set_ylabel("method a", fontsize=8)
+        cbar = fig.colorbar(im, ax=ax, shrink=0.7)
+        cbar.ax.tick_params(labelsize=7)
     fig.suptitle(title or "Method-to-method comparison")
     return _save(fig, stem)
 
@@ -375,7 +408,7 @@ def lazy_curves(
         xlabel, ylabel: axis labels; hue_title: legend title; title: figure title.
 
     Returns:
-        [PNG path, PDF path].
+        The written paths, [PNG, PDF].
     """
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise ValueError("lazy_curves: df: expected a non-empty DataFrame with columns x, y[, hue, facet]")
@@ -421,6 +454,7 @@ def lazy_curves(
 __all__ = [
     "DEFAULT_HIST_SCORES",
     "DPI",
+    "FORMATS",
     "comparison_heatmaps",
     "lazy_curves",
     "method_palette",

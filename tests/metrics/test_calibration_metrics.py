@@ -16,8 +16,12 @@ from ntkbayes.predictive import Predictive
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from torch_uncertainty.metrics.classification import BrierScore, CalibrationError, CategoricalNLL
-    from torch_uncertainty.metrics.classification import ClasswiseCalibrationError
+    from torch_uncertainty.metrics.classification import (
+        BrierScore,
+        CalibrationError,
+        CategoricalNLL,
+        ClasswiseCalibrationError,
+    )
     from torch_uncertainty.metrics.classification.calibration.adaptive_calibration_error import _ace_compute
     from torchmetrics.functional.classification.calibration_error import _ce_compute
 
@@ -114,6 +118,22 @@ def test_adaptive_ties_keep_input_order():
     bins = cal.adaptive_bins(conf, torch.tensor([1.0, 0.0, 0.0], dtype=D), 2)
     assert bins.counts.tolist() == [2, 1] and bins.acc.tolist() == [0.5, 0.0]
     assert bins.ece() == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.7, abs=1e-12)
+
+
+@pytest.mark.parametrize("n,m", [(1, 15), (4, 15), (15, 15), (16, 15), (29, 15), (200, 15), (7, 3), (10, 1)])
+def test_adaptive_bins_follow_array_split(n, m):
+    conf = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=D)
+    correct = (torch.arange(n) % 3 == 0).to(D)
+    bins = cal.adaptive_bins(conf, correct, m)
+    parts = np.array_split(np.argsort(conf.numpy(), kind="stable"), m)
+    assert bins.counts.tolist() == [len(q) for q in parts]
+    for b, q in enumerate(parts):
+        if len(q):
+            assert bins.conf[b] == pytest.approx(conf.numpy()[q].mean(), abs=1e-15)
+            assert bins.acc[b] == pytest.approx(correct.numpy()[q].mean(), abs=1e-15)
+            assert bins.lower[b] == conf.numpy()[q].min() and bins.upper[b] == conf.numpy()[q].max()
+        else:
+            assert torch.isnan(bins.acc[b]) and torch.isnan(bins.lower[b])
 
 
 def test_classwise_ece_by_hand():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ntkbayes.metrics.selective import aurc, risk_coverage
+from ntkbayes.metrics.calibration import top_label
+from ntkbayes.metrics.selective import aurc, aurc_from_confidence, risk_coverage
 from ntkbayes.predictive import Predictive
 
 with warnings.catch_warnings():
@@ -60,6 +61,8 @@ def test_aurc_against_loop_and_torch_uncertainty(seed):
     slow = np.mean([wrong[order[:k]].mean() for k in range(1, n + 1)])
     ours = aurc(pred, y)
     assert ours == pytest.approx(slow, abs=1e-12)
+    conf, correct = top_label(pred, y)
+    assert aurc_from_confidence(conf, correct.bool()) == ours
     # torch-uncertainty integrates the same risks with the trapezoid rule over coverage k/N, rescaled by
     # 1/(1 − 1/N): (N·AURC − (r_1 + r_N)/2) / (N − 1), an O(1/N) difference from ours
     r = risk_coverage(pred, y)[1]

@@ -74,3 +74,22 @@ def write_fake_store(root: Path) -> Path:
 @pytest.fixture
 def fake_store(tmp_path: Path) -> Path:
     return write_fake_store(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def png_only():
+    """Draw figures as PNG only (PDF rendering doubles the time; tests/report/test_figures.py checks both)."""
+    from ntkbayes.report import figures
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures, "FORMATS", ("png",))
+        yield
+
+
+@pytest.fixture(scope="module")
+def compared_store(tmp_path_factory, png_only) -> tuple[Path, dict]:
+    """The fake store after ``compare_store``: (root, results)."""
+    from ntkbayes.report.comparison import compare_store
+
+    root = write_fake_store(tmp_path_factory.mktemp("cmp") / "results")
+    return root, compare_store(root)

@@ -1,0 +1,132 @@
+"""``compare_store`` / ``ntkbayes compare`` on a fake results store (tests/report/conftest.py)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATASETS, METHODS, SEEDS, write_fake_store
+
+from ntkbayes.errors import UserError
+from ntkbayes.harness.store import ResultsStore
+from ntkbayes.metrics.compare import compare
+from ntkbayes.report.comparison import MATRIX_MEASURES, compare_store, load_runs, main_compare, read_matrices
+
+LABELS = sorted(label for label, _, _ in METHODS)
+DIVERGENCES = ("js", "kl", "kl_inf_frac", "tv", "w1")
+
+
+def _splits(dataset: str) -> list[str]:
+    return ["test", *(f"ood_{s}" for s in DATASETS[dataset][2])]
+
+
+def test_matrices_cover_every_split_and_measure(compared_store):
+    root, results = compared_store
+    assert sorted(results) == sorted(DATASETS)
+    for dataset in DATASETS:
+        for split in _splits(dataset):
+            for measure in (*MATRIX_MEASURES, "n_seeds"):
+                df = results[dataset][f"{split}/{measure}"]
+                assert list(df.index) == LABELS and list(df.columns) == LABELS
+        assert not any(k.startswith("ood_") and k.split("/")[0] not in _splits(dataset) for k in results[dataset])
+
+
+def test_csv_shapes_diagonals_and_symmetry(compared_store):
+    root, results = compared_store
+    for dataset in DATASETS:
+        for split in _splits(dataset):
+            for measure in DIVERGENCES + ("agree", "energy"):
+                path = root / "compare" / dataset / f"{split}__{measure}.csv"
+                df = pd.read_csv(path, index_col=0)
+                assert df.shape == (len(LABELS), len(LABELS)), path
+                assert list(df.index) == LABELS and list(df.columns) == LABELS
+                assert (root / "compare" / dataset / f"{split}__{measure}.md").exists()
+                diag = np.diag(df.to_numpy())
+                if measure == "agree":
+                    np.testing.assert_array_equal(diag, 1.0)
+                elif measure == "energy":  # defined only for S ≥ 2 (map has S = 1)
+                    assert diag[LABELS.index("map")] != diag[LABELS.index("map")]
+                    np.testing.assert_array_equal(np.delete(diag, LABELS.index("map")), 0.0)
+                else:
+                    np.testing.assert_array_equal(diag, 0.0)
+                if measure != "kl":
+                    np.testing.assert_allclose(df.to_numpy(), df.to_numpy().T, rtol=1e-12, equal_nan=True)
+            n = pd.read_csv(root / "compare" / dataset / f"{split}__n_seeds.csv", index_col=0)
+            np.testing.assert_array_equal(n.to_numpy(), len(SEEDS))
+            # off-diagonal divergences of different methods are positive
+            js = results[dataset][f"{split}/js"].to_numpy()
+            assert (js[~np.eye(len(LABELS), dtype=bool)] > 0).all()
+
+
+def test_entries_are_seed_means_of_direct_comparisons(compared_store):
+    root, results = compared_store
+    store = ResultsStore(root)
+    runs = load_runs(root)["digits"]
+    a, b = "ntk_ensemble[mode=linearized]", "laplace"
+    direct = {"kl": [], "js": [], "spearman/mutual_info": []}
+    for seed in SEEDS:
+        pa = store.load_predictions(runs[seed][a]["run_id"])[2]["noise"]
+        pb = store.load_predictions(runs[seed][b]["run_id"])[2]["noise"]
+        res = compare(pa, pb)
+        direct["kl"].append(res["kl_ab"])
+        direct["js"].append(res["js"])
+        direct["spearman/mutual_info"].append(res["spearman/mutual_info"])
+    for measure, values in direct.items():
+        assert results["digits"][f"ood_noise/{measure}"].loc[a, b] == pytest.approx(np.mean(values), rel=1e-12)
+    # KL is the asymmetric one: row a, column b = KL(p_a ‖ p_b)
+    kl = results["digits"]["ood_noise/kl"]
+    assert kl.loc[a, b] != pytest.approx(kl.loc[b, a])
+    # written and read back at full precision
+    back = read_matrices(root, "digits")
+    pd.testing.assert_frame_equal(back["ood_noise/kl"], kl, check_exact=True, check_names=False)
+
+
+def test_constant_scores_give_nan_not_crash(compared_store):
+    _, results = compared_store
+    mi = results["moons"]["test/spearman/mutual_info"]
+    assert mi.loc["map"].isna().all() and mi["map"].isna().all()
+    assert mi.loc["laplace", "laplace"] == pytest.approx(1.0)
+
+
+def test_headline_summary_names_ntk_vs_references(compared_store):
+    root, _ = compared_store
+    text = (root / "compare" / "summary.md").read_text()
+    assert "How close are NTK ensembles" in text
+    for dataset in DATASETS:
+        assert f"## {dataset}" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ntk_ensemble[mode=linearized] | laplace"))
+    assert "★" in row and "Laplace" in row  # the only reference is the closest
+    assert "| map |" not in text  # map is neither an NTK variant nor a Bayesian reference
+    assert "gp" not in load_runs(root)["moons"][0]  # the failed gp cell is ignored
+
+
+def test_filters_and_user_errors(tmp_path, png_only):
+    root = write_fake_store(tmp_path / "r")
+    results = compare_store(root, datasets=["moons"], methods=["laplace", "map"], figures=False)
+    assert list(results) == ["moons"]
+    assert list(results["moons"]["test/js"].index) == ["laplace", "map"]
+    with pytest.raises(UserError, match="does not exist"):
+        compare_store(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no 'ok' records"):
+        compare_store(tmp_path / "empty")
+    with pytest.raises(UserError, match="unknown dataset 'cifar'"):
+        compare_store(root, datasets=["cifar"])
+    with pytest.raises(UserError, match="unknown method 'swag'"):
+        compare_store(root, methods=["laplace", "swag"])
+
+
+def test_main_compare_cli_entry(tmp_path, png_only, capsys):
+    root = write_fake_store(tmp_path / "r")
+    out = tmp_path / "elsewhere"
+    args = argparse.Namespace(dir=str(root), dataset=["digits"], methods=None, output=str(out))
+    assert main_compare(args) == 0
+    assert (out / "compare" / "summary.md").exists()
+    assert (out / "compare" / "digits" / "test__js.csv").exists()
+    assert (out / "figures" / "compare_digits_test.png").exists()
+    assert not (out / "compare" / "moons").exists()
+    assert "compared 1 dataset" in capsys.readouterr().out
+    assert math.isfinite(pd.read_csv(out / "compare" / "digits" / "test__js.csv", index_col=0).iloc[0, 1])
