@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else str(Path("results") / suite.name)
     summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
                         progress=not args.no_progress, download=args.download, data_root=args.root,
-                        address=args.address, retry_failed=not args.no_retry_failed)
+                        address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads)
     print(summary)
     for label, error in summary.failures:
         print(f"  failed: {label}: {error}", file=sys.stderr)
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto)")
     r.add_argument("--download", action="store_true", help="let dataset loaders download missing files")
     r.add_argument("--root", help="data root (default: the suite's data_root, else datasets/)")
+    r.add_argument("--threads", type=int, help="torch CPU threads per cell (default: the suite's, else torch's)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-retry-failed", action="store_true", help="leave cells whose last record failed")
     r.set_defaults(func=cmd_run)

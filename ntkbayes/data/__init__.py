@@ -157,6 +157,13 @@ def check_float(dataset: str, option: str, value, low: float, high: float, *, op
     return value
 
 
+def check_bool(dataset: str, option: str, value) -> bool:
+    """Return ``value`` if it is a bool, or raise ValueError naming the dataset and option."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise UserError(f"dataset {dataset!r}: option {option!r} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def check_id_classes(dataset: str, id_classes) -> list[int] | None:
     """``None`` (all classes) or a list of ints; make_splits checks that the classes exist."""
     if id_classes is None:

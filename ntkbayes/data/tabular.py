@@ -19,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data import (
+    build_splits,
+    check_bool,
+    check_float,
+    check_id_classes,
+    check_int,
+    check_standardization,
+    register,
+)
 from ntkbayes.data.splits import DatasetSplits
 
 # Largest pixel value of scikit-learn's digits (4×4 blocks of 32×32 bitmaps counted: 0..16); the noise images use it.
@@ -59,7 +67,7 @@ def load_digits_splits(
     return build_splits(
         "digits", x, bunch.target.astype(np.int64), seed=seed,
         standardize=check_standardization("digits", standardize), modality="image", options=opts,
-        flatten=bool(flatten), id_classes=check_id_classes("digits", id_classes),
+        flatten=check_bool("digits", "flatten", flatten), id_classes=check_id_classes("digits", id_classes),
         test_fraction=check_float("digits", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("digits", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
         extra_ood={"noise": digits_noise(check_int("digits", "n_noise", n_noise, 1), seed)},

@@ -32,6 +32,7 @@ import numpy as np
 from ntkbayes.data import (
     DataMissingError,
     build_splits,
+    check_bool,
     check_float,
     check_id_classes,
     check_int,
@@ -324,7 +325,7 @@ def load_vision(spec: VisionSpec, root: Path, seed: int, download: bool, opts: d
         ood[o] = _to_unit(xo)
     return build_splits(
         name, _to_unit(x), y, seed=seed, standardize=check_standardization(name, opts["standardize"]),
-        modality="image", options=opts, flatten=bool(opts["flatten"]),
+        modality="image", options=opts, flatten=check_bool(name, "flatten", opts["flatten"]),
         id_classes=check_id_classes(name, opts["id_classes"]), x_test=_to_unit(xt), y_test=yt,
         val_fraction=val_fraction, extra_ood=ood,
     )

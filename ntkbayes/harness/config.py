@@ -8,6 +8,7 @@ its ``exec``)::
     seeds = [0, 1, 2]         # required: distinct integers ≥ 0 (seed = initialization and data split)
     device = "auto"           # optional: auto | cpu | cuda (default auto)
     data_root = "datasets"    # optional: where ntkbayes.data.load finds files (default "datasets")
+    threads = 1               # optional: torch CPU threads per cell (default: torch's own choice)
 
     [datasets.moons]          # table key = label; the dataset is the label unless `dataset` names it
     n = 400                   # options of ntkbayes.data.describe(name); never swept (lists are values)
@@ -35,8 +36,8 @@ Grid: datasets × seeds × methods × sweep values, in that order (a dataset and
 every method). A cell's ``run_id`` is the first 16 hex digits of the SHA-256 of the canonical JSON (sorted keys,
 no spaces) of ``{dataset, dataset_options, method, params, seed}``, where options and params are *resolved*
 (defaults filled in, JSON-normalized): a default changed in the code gives new run_ids, and spelling out a default
-gives the same cell. Labels, the suite name, the data root and the device are not part of it, so the same cell in
-two suites is one result. Two tables that expand to the same cell are an error.
+gives the same cell. Labels, the suite name, the data root, threads and the device are not part of it, so the
+same cell in two suites is one result. Two tables that expand to the same cell are an error.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 #: Keys a suite file may have at top level.
-SUITE_KEYS = ("name", "description", "seeds", "device", "data_root", "datasets", "methods")
+SUITE_KEYS = ("name", "description", "seeds", "device", "data_root", "threads", "datasets", "methods")
 
 #: Arguments of ``ntkbayes.data.load`` that the harness sets (per cell or from the command line); a dataset table
 #: may not set them.
@@ -140,6 +141,7 @@ class Cell:
     resolved_params: Mapping[str, Any] = field(default_factory=dict)
     data_root: str = DEFAULT_DATA_ROOT
     download: bool = False
+    threads: int | None = None
 
     @property
     def label(self) -> str:
@@ -162,6 +164,7 @@ class Cell:
             "resolved_params": dict(self.resolved_params),
             "data_root": self.data_root,
             "download": self.download,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -182,10 +185,12 @@ class Suite:
     device: Device = Device.AUTO
     data_root: str = DEFAULT_DATA_ROOT
     description: str = ""
+    threads: int | None = None
 
-    def cells(self, seeds=None, *, data_root: str | None = None, download: bool = False) -> list[Cell]:
+    def cells(self, seeds=None, *, data_root: str | None = None, download: bool = False,
+              threads: int | None = None) -> list[Cell]:
         """Expand the grid (see :func:`expand`)."""
-        return expand(self, seeds=seeds, data_root=data_root, download=download)
+        return expand(self, seeds=seeds, data_root=data_root, download=download, threads=threads)
 
 
 # -- JSON normalization and run ids ----------------------------------------------------------------------------
@@ -425,10 +430,13 @@ def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>") -> Suite:
     data_root = raw.get("data_root", DEFAULT_DATA_ROOT)
     if not isinstance(data_root, str) or not data_root:
         raise UserError(f"{path}: data_root: expected a non-empty string, got {data_root!r}")
+    threads = raw.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"{path}: threads: expected an integer ≥ 1, got {threads!r}")
     datasets = tuple(_parse_dataset(path, k, v) for k, v in _labels(path, raw, "datasets").items())
     methods = tuple(_parse_method(path, k, v) for k, v in _labels(path, raw, "methods").items())
     suite = Suite(name=name, path=str(path), seeds=seeds, datasets=datasets, methods=methods,
-                  device=Device(device), data_root=data_root, description=description)
+                  device=Device(device), data_root=data_root, description=description, threads=threads)
     expand(suite)  # duplicate cells are an error at load time
     return suite
 
@@ -450,12 +458,15 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(_read_toml(path), path)
 
 
-def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: bool = False) -> list[Cell]:
-    """Cells of the grid datasets × seeds × methods × sweep values (``seeds`` overrides the suite's)."""
+def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: bool = False,
+           threads: int | None = None) -> list[Cell]:
+    """Cells of the grid datasets × seeds × methods × sweep values (``seeds``, ``data_root`` and ``threads``
+    override the suite's)."""
     from ntkbayes import methods
 
     seeds = _check_seeds(list(seeds), "seeds") if seeds is not None else suite.seeds
     root = data_root if data_root is not None else suite.data_root
+    threads = threads if threads is not None else suite.threads
     cells: list[Cell] = []
     seen: dict[str, str] = {}
     for ds in suite.datasets:
@@ -479,5 +490,5 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
                                       dataset_options=dict(ds.options), method_label=row_label,
                                       method=ms.name, params=explicit, seed=int(seed), run_id=rid,
                                       resolved_options=resolved_options, resolved_params=resolved_params,
-                                      data_root=root, download=bool(download)))
+                                      data_root=root, download=bool(download), threads=threads))
     return cells

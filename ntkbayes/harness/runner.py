@@ -25,6 +25,10 @@ Measurements:
   resident size before fit ("rss_peak_delta": everything the cell added, caches included); elsewhere the growth
   of ``ru_maxrss`` ("ru_maxrss_delta": a lower bound, 0 unless the cell beats the process's earlier peak).
 
+Threads: a suite's ``threads`` (or ``--threads``) sets ``torch.set_num_threads`` before each cell. Small networks
+on a busy CPU train far faster with one thread: measured on this 2-core machine under load, the smoke suite's MAP
+fit on digits took 131 s wall / 33 s CPU with 2 threads and 6 s / 1.5 s with 1 (OpenMP threads spin while waiting).
+
 Determinism: everything (python, numpy, torch) is seeded from the cell seed right before the method is created,
 and data splits are a function of the same seed, so a cell gives the same record on any executor (timings aside).
 """
@@ -250,6 +254,9 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
     stage = "device"
     arrays: dict[str, np.ndarray] = {}
     try:
+        if cell.threads is not None:
+            torch.set_num_threads(int(cell.threads))
+        record["torch_threads"] = torch.get_num_threads()
         dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
@@ -391,7 +398,7 @@ def _preflight(suite: Suite, cells: list[Cell]) -> None:
 def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, device: str | None = None,
               seeds: Iterable[int] | None = None, executor: str | Executor = "local", progress: bool = True,
               download: bool = False, data_root: str | None = None, address: str | None = None,
-              retry_failed: bool = True) -> RunSummary:
+              retry_failed: bool = True, threads: int | None = None) -> RunSummary:
     """Run every cell of ``suite`` not yet done in the store at ``out_dir``.
 
     Args:
@@ -402,6 +409,7 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
         download: let data loaders download missing files.
         data_root: override the suite's data root.
         retry_failed: run cells again whose newest record is "failed" (default), else leave them.
+        threads: torch CPU threads in each cell (overrides the suite's ``threads``).
     """
     t_start = time.perf_counter()
     if not isinstance(suite, Suite):
@@ -412,7 +420,9 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
     run = get_executor(executor, address=address)
     if run is local_executor and device == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA device is available (use --device cpu or auto)")
-    cells = suite.cells(seeds, data_root=data_root, download=download)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads: expected an integer ≥ 1, got {threads!r}")
+    cells = suite.cells(seeds, data_root=data_root, download=download, threads=threads)
     store = ResultsStore(out_dir)
     store.cleanup_temp()
     done = store.done_run_ids()

@@ -283,15 +283,16 @@ def mlp_kernels(x1: torch.Tensor, x2: torch.Tensor | None = None, *, depth: int,
     w2, b2 = w_std**2, b_std**2
     for i in range(0, n, rows):
         sl = slice(i, min(i + rows, n))
-        k = w2 * (a[sl] @ b.T) / a.shape[1] + b2  # K^1
+        cols = slice(i, m) if square else slice(0, m)  # square: upper block-triangle only, mirrored below
+        k = w2 * (a[sl] @ b[cols].T) / a.shape[1] + b2  # K^1
         same = None
         if square:  # entries with x = x' use the exact diagonal expectations (ρ = 1 exactly)
             r = torch.arange(sl.start, sl.stop, device=a.device)
-            same = (r[:, None] == torch.arange(m, device=a.device)[None, :])
+            same = r[:, None] == torch.arange(cols.start, cols.stop, device=a.device)[None, :]
             k = torch.where(same, q1[0][sl][:, None].expand_as(k), k)
         theta = k.clone()
         for layer in range(depth):
-            k11, k22 = q1[layer][sl][:, None], q2[layer][None, :]
+            k11, k22 = q1[layer][sl][:, None], q2[layer][cols][None, :]
             e, ed = gaussian_expectations(activation, k11, k22, k, method=method, nodes=nodes)
             if same is not None:
                 de, ded = _diag_expectations(activation, q1[layer][sl], method, nodes)
@@ -300,7 +301,11 @@ def mlp_kernels(x1: torch.Tensor, x2: torch.Tensor | None = None, *, depth: int,
             k_new = w2 * e + b2  # K^{l+1}
             theta = k_new + w2 * ed * theta  # Θ^{l+1}
             k = k_new
-        nngp[sl], ntk[sl] = k, theta
+        nngp[sl, cols], ntk[sl, cols] = k, theta
+        if square:
+            nngp[cols, sl], ntk[cols, sl] = k.T, theta.T
+            for out in (nngp, ntk):  # the diagonal block: exact symmetry (quadrature is not symmetric in u, v)
+                out[sl, sl] = 0.5 * (out[sl, sl] + out[sl, sl].T)
     return MLPKernels(nngp, ntk)
 
 

@@ -356,12 +356,14 @@ def to_csv(long: pd.DataFrame, agg: pd.DataFrame) -> str:
     w.writerow(["dataset", "method", "params", "seed", "metric", "value", "best", "rank", "status", "error",
                 "run_id"])
     for r in long.itertuples():
-        if r.status == "ok" and (r.dataset, r.method, r.metric) not in marks:
+        metric = r.metric if isinstance(r.metric, str) else ""
+        if r.status == "ok" and (r.dataset, r.method, metric) not in marks:
             continue
-        best, rank = marks.get((r.dataset, r.method, r.metric), (False, math.nan))
-        value = "" if r.metric is None or pd.isna(r.value) else repr(float(r.value))
-        w.writerow([r.dataset, r.method, r.params, r.seed, r.metric or "", value, "*" if best else "",
-                    "" if not math.isfinite(rank) else int(rank), r.status, r.error or "", r.run_id])
+        best, rank = marks.get((r.dataset, r.method, metric), (False, math.nan))
+        value = "" if not metric or pd.isna(r.value) else repr(float(r.value))
+        error = r.error if isinstance(r.error, str) else ""
+        w.writerow([r.dataset, r.method, r.params, r.seed, metric, value, "*" if best else "",
+                    "" if not math.isfinite(rank) else int(rank), r.status, error, r.run_id])
     return buf.getvalue()
 
 

@@ -120,3 +120,20 @@ def test_ood_generators_differ_from_the_published_set():
     assert not np.allclose(shuffled["x"], plain["x"])
     with pytest.raises(ValueError, match="unknown generator argument"):
         m1d.generate(bogus=1)
+
+
+def test_non_finite_cached_arrays_are_value_errors_naming_the_split(tmp_path):
+    """A cache holding NaN (e.g. edited by hand) is caught by DatasetSplits' validation through the loader."""
+    direct = m1d.generate(**SMALL)
+    bad = {**direct, "x": direct["x"].copy()}
+    bad["x"][:, 5] = np.nan  # in every training row, wherever the split puts them
+    path = tmp_path / "mnist1d" / "mnist1d_default.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, args_json=np.array(m1d._args_key({})), **bad)
+    for tag in ("shuffled_n100", "noisy0.2_n100"):  # tiny OOD caches, so nothing is generated
+        overrides = {"shuffle_seq": True, "seed": m1d.OOD_SEEDS["shuffled"]} if tag.startswith("shuffled") else {
+            "iid_noise_scale": 0.2, "seed": m1d.OOD_SEEDS["noisy"]}
+        key = m1d._args_key({**overrides, "num_samples": 100, "train_split": 0.0})
+        np.savez(path.parent / f"mnist1d_{tag}.npz", args_json=np.array(key), **direct)
+    with pytest.raises(ValueError, match="dataset 'mnist1d', split 'train': x contains NaN or inf"):
+        data.load("mnist1d", root=tmp_path, n_ood=100)

@@ -54,7 +54,7 @@ def test_unknown_option_is_a_value_error_naming_it():
     "name, option, value",
     [("moons", "n", 5), ("moons", "noise", -1.0), ("spirals", "turns", 0), ("digits", "id_classes", "01"),
      ("digits", "id_classes", [0]), ("wine", "standardize", "zscore"), ("wine", "val_fraction", 1.5),
-     ("digits", "n_noise", 0)],
+     ("digits", "n_noise", 0), ("digits", "flatten", "no")],
 )
 def test_bad_option_values_are_value_errors_naming_dataset(name, option, value):
     with pytest.raises(ValueError, match=f"dataset '{name}'"):

@@ -107,6 +107,15 @@ def test_missing_ood_files_raise_unless_ood_is_empty(tmp_path):
     assert ds.ood == {}
 
 
+def test_empty_split_through_the_loader_names_dataset_and_split(tmp_path):
+    write_mnist_family(tmp_path, "mnist")
+    raw = tmp_path / "MNIST" / "raw"
+    y = np.arange(30, dtype=np.uint8) % 5  # the test file holds classes 0..4 only
+    write_idx(raw / "t10k-labels-idx1-ubyte", y)
+    with pytest.raises(ValueError, match="dataset 'mnist', split 'test': empty split"):
+        data.load("mnist", root=tmp_path, ood=[], val_fraction=0.2, id_classes=[5, 6, 7, 8, 9])
+
+
 def test_truncated_or_malformed_idx_files_name_the_file(tmp_path):
     write_mnist_family(tmp_path, "mnist")
     images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -158,6 +167,19 @@ def test_python2_style_batches_with_bytes_keys_load(tmp_path):
     write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1", {k.encode(): v for k, v in b.items()}, 2)
     ds = data.load("cifar10", root=tmp_path, ood=[], standardize="none")
     assert len(ds.train) + len(ds.val) == 100
+
+
+def test_numpy1_global_names_of_the_original_cifar_files_are_accepted(tmp_path):
+    """The published batches name numpy.core.multiarray (numpy 1); numpy 2 writes numpy._core."""
+    write_cifar10(tmp_path)
+    batch = cifar_batch(20, 10, 4)
+    blob = pickle.dumps(batch, protocol=2)
+    assert b"numpy._core.multiarray" in blob
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    ds = data.load("cifar10", root=tmp_path, ood=[], standardize="none")
+    assert ds.test.y.tolist() == batch["labels"]
+    torch.testing.assert_close(ds.test.x, torch.as_tensor(batch["data"].reshape(-1, 3, 32, 32) / 255).float())
 
 
 def test_cifar100_fine_labels(tmp_path):

@@ -76,20 +76,31 @@ def fake_store(tmp_path: Path) -> Path:
     return write_fake_store(tmp_path / "results")
 
 
-@pytest.fixture(scope="module")
-def png_only():
+@pytest.fixture
+def png_only(monkeypatch):
     """Draw figures as PNG only (PDF rendering doubles the time; tests/report/test_figures.py checks both)."""
     from ntkbayes.report import figures
 
+    monkeypatch.setattr(figures, "FORMATS", ("png",))
+
+
+@pytest.fixture(scope="session")
+def report_store(tmp_path_factory) -> tuple[Path, Path]:
+    """The fake store with its report built once for all tests here (PNG figures only): (root, report path)."""
+    from ntkbayes.report import figures
+    from ntkbayes.report.html import build_report
+
+    root = write_fake_store(tmp_path_factory.mktemp("report") / "results")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(figures, "FORMATS", ("png",))
-        yield
+        page = build_report(root)
+    return root, page
 
 
-@pytest.fixture(scope="module")
-def compared_store(tmp_path_factory, png_only) -> tuple[Path, dict]:
-    """The fake store after ``compare_store``: (root, results)."""
+@pytest.fixture(scope="session")
+def compared_store(report_store) -> tuple[Path, dict]:
+    """The same store's comparison results (``compare_store`` without figures): (root, results)."""
     from ntkbayes.report.comparison import compare_store
 
-    root = write_fake_store(tmp_path_factory.mktemp("cmp") / "results")
-    return root, compare_store(root)
+    root, _ = report_store
+    return root, compare_store(root, figures=False)

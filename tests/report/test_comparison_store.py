@@ -16,7 +16,8 @@ from ntkbayes.metrics.compare import compare
 from ntkbayes.report.comparison import MATRIX_MEASURES, compare_store, load_runs, main_compare, read_matrices
 
 LABELS = sorted(label for label, _, _ in METHODS)
-DIVERGENCES = ("js", "kl", "kl_inf_frac", "tv", "w1")
+DIVERGENCES = ("js", "kl", "kl_inf_frac", "tv")
+MEMBER_DISTANCES = ("energy", "w1")  # defined only when both sides have S ≥ 2 (map has S = 1)
 
 
 def _splits(dataset: str) -> list[str]:
@@ -38,7 +39,7 @@ def test_csv_shapes_diagonals_and_symmetry(compared_store):
     root, results = compared_store
     for dataset in DATASETS:
         for split in _splits(dataset):
-            for measure in DIVERGENCES + ("agree", "energy"):
+            for measure in (*DIVERGENCES, *MEMBER_DISTANCES, "agree"):
                 path = root / "compare" / dataset / f"{split}__{measure}.csv"
                 df = pd.read_csv(path, index_col=0)
                 assert df.shape == (len(LABELS), len(LABELS)), path
@@ -47,7 +48,7 @@ def test_csv_shapes_diagonals_and_symmetry(compared_store):
                 diag = np.diag(df.to_numpy())
                 if measure == "agree":
                     np.testing.assert_array_equal(diag, 1.0)
-                elif measure == "energy":  # defined only for S ≥ 2 (map has S = 1)
+                elif measure in MEMBER_DISTANCES:
                     assert diag[LABELS.index("map")] != diag[LABELS.index("map")]
                     np.testing.assert_array_equal(np.delete(diag, LABELS.index("map")), 0.0)
                 else:
@@ -111,8 +112,14 @@ def test_filters_and_user_errors(tmp_path, png_only):
     with pytest.raises(UserError, match="does not exist"):
         compare_store(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no 'ok' records"):
+    with pytest.raises(UserError, match="no records.jsonl"):
         compare_store(tmp_path / "empty")
+    only_failed = tmp_path / "failed"
+    only_failed.mkdir()
+    failed = [line for line in (root / "records.jsonl").read_text().splitlines() if '"status":"failed"' in line]
+    (only_failed / "records.jsonl").write_text("\n".join(failed) + "\n")
+    with pytest.raises(UserError, match="no 'ok' records"):
+        compare_store(only_failed)
     with pytest.raises(UserError, match="unknown dataset 'cifar'"):
         compare_store(root, datasets=["cifar"])
     with pytest.raises(UserError, match="unknown method 'swag'"):
@@ -122,11 +129,14 @@ def test_filters_and_user_errors(tmp_path, png_only):
 def test_main_compare_cli_entry(tmp_path, png_only, capsys):
     root = write_fake_store(tmp_path / "r")
     out = tmp_path / "elsewhere"
-    args = argparse.Namespace(dir=str(root), dataset=["digits"], methods=None, output=str(out))
+    args = argparse.Namespace(dir=str(root), dataset=["moons"], methods=None, output=str(out))
     assert main_compare(args) == 0
     assert (out / "compare" / "summary.md").exists()
-    assert (out / "compare" / "digits" / "test__js.csv").exists()
-    assert (out / "figures" / "compare_digits_test.png").exists()
-    assert not (out / "compare" / "moons").exists()
+    assert (out / "compare" / "moons" / "test__js.csv").exists()
+    assert (out / "figures" / "compare_moons_test.png").exists()
+    assert (out / "figures" / "compare_moons_ood_far.png").exists()
+    assert not (out / "compare" / "digits").exists()
     assert "compared 1 dataset" in capsys.readouterr().out
-    assert math.isfinite(pd.read_csv(out / "compare" / "digits" / "test__js.csv", index_col=0).iloc[0, 1])
+    assert math.isfinite(pd.read_csv(out / "compare" / "moons" / "test__js.csv", index_col=0).iloc[0, 1])
+    with pytest.raises(UserError, match="expected a directory"):
+        main_compare(argparse.Namespace(dir=str(root), dataset=None, methods=None, output=str(out / "x.md")))

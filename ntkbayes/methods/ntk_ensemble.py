@@ -1,0 +1,500 @@
+"""NTK ensemble: networks from independent initializations under NTK-regularized cross-entropy (issue 4).
+
+Plenk, Calvo-Ordonez, Cartea, Gal, van der Wilk, Ciosek, "The Neural Tangent Kernel for Classification" (2026):
+each member minimizes, from its own random θ0 (math.md §0, (c)),
+
+    L(θ) = (1/N) Σ_i CE(softmax(f(x_i; θ)), Y_i) + (λ/2)‖θ − θ_a‖²,   θ_a ∈ {θ0, 0},  Y = (1−ε)·onehot + ε/C
+
+and the spread of the trained members over initializations is the predictive uncertainty. Three ways to compute
+the same ensemble (:class:`Mode`): the finite-width networks themselves, their linearized models
+f_lin = f0 + J(θ − θ0), or the function-space solution of the linearized problem — the MAP of a GP classifier
+with prior mean m (f0 for anchor θ0, f0 − Jθ0 for anchor 0) and kernel Θ/κ, κ = λN (math.md (c)) — with each
+member's empirical NTK or the infinite-width NTK (then m = f0 is drawn from the NNGP: an infinitely wide
+ensemble). ``prior="ntkgp"`` adds He, Lakshminarayanan & Teh's (NeurIPS 2020) untrainable function
+δ(x) = J_{<readout}(x; θ0)·θ*_{<readout} (math.md (e)), so that the prior mean has covariance Θ instead of the
+NNGP. We follow math.md (e) without rescaling: the random prior mean has covariance Θ and the prior covariance
+of the MAP problem is Θ/κ, so the NTKGP members are exact posterior samples only for Gaussian likelihoods with
+κ = λN = 1; for other κ (and for CE) they are a randomized-MAP approximation (κ is recorded in ``fit_info``).
+λ = 0 is allowed with label smoothing (ε > 0): the solution is then the minimum-‖θ − θ0‖ interpolant of the
+smoothed targets, which gradient-based training from θ0 reaches whatever the anchor (math.md (c)).
+
+Members are trained together, vectorized over a leading member axis (``ntkbayes.training``), with the batched
+matmul paths of ``ntk.ensemble_kernel``; full-batch L-BFGS to a gradient tolerance when the data fit in memory,
+minibatch Adam with early stopping otherwise. Convergence per member is recorded in ``fit_info()``.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ntkbayes import training
+from ntkbayes.methods.base import Method
+from ntkbayes.methods.map import enum_param, member_seeds
+from ntkbayes.models import MLP, Activation
+from ntkbayes.ntk import solve
+from ntkbayes.ntk.analytic import mlp_kernels, mlp_kernels_diag
+from ntkbayes.ntk.empirical import empirical_ntk
+from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP, derive_seed
+from ntkbayes.ntk.linearize import Linearized
+from ntkbayes.predictive import Predictive
+from ntkbayes.utils import available_memory, check_memory
+
+#: Members S. 8 gives usable epistemic spread (mutual information, variance) at 8× the cost of one network;
+#: deep-ensemble studies (Lakshminarayanan et al. 2017, Ovadia et al. 2019) see little gain in NLL beyond 5–10.
+DEFAULT_MEMBERS = 8
+#: Hidden width. 512 keeps members close to their linearization (math.md (a): single-init NTK error ~9 % at 1024,
+#: ~17 % at 256) while a digits/mnist1d ensemble of 8 still trains in minutes on a CPU.
+DEFAULT_WIDTH = 512
+#: Hidden nonlinearities L (math.md (a)); depth 2 is the setting math.md verifies against neural-tangents.
+DEFAULT_DEPTH = 2
+#: σw, σb of every layer (math.md (a)): the verified setting; σw = 1.5 keeps pre-activation variances O(1) for relu.
+DEFAULT_W_STD = 1.5
+DEFAULT_B_STD = 0.05
+#: λ on the mean CE (κ = λN): 1e-3 is a light regularizer for N ~ 10³ (κ ≈ 1, the NTKGP-consistent scale,
+#: math.md (e)) and keeps L-BFGS well conditioned. Sweep it with ``reg_grid``.
+DEFAULT_REG = 1e-3
+#: L-BFGS iteration cap. Generous so members are trained to the tolerance, not to a budget: digits and mnist1d
+#: subsets with λ = 1e-3 converge in a few hundred iterations; the cap only binds for λ = 0 with one-hot targets
+#: (no finite minimizer), which is then recorded as not converged.
+DEFAULT_MAX_ITER = 5000
+#: Gradient tolerance ‖∇L_s‖_∞ for float64 training: logits then match the kernel solution to ~1e-6.
+DEFAULT_TOL_FLOAT64 = 1e-8
+#: Gradient tolerance for float32 training (float32 gradients of a mean loss carry ~1e-7 relative noise).
+DEFAULT_TOL_FLOAT32 = 1e-5
+#: Adam settings when the data do not fit a full batch: rows per step, step size, maximum epochs, and epochs
+#: without validation-NLL improvement before a member stops (standard choices; early stopping ends training).
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_LR = 1e-3
+DEFAULT_EPOCHS = 500
+DEFAULT_PATIENCE = 20
+#: ``optimizer="auto"`` uses full-batch L-BFGS when one full forward/backward pass of all members plus the L-BFGS
+#: history fits in this fraction of the device's available memory, minibatch Adam otherwise.
+LBFGS_MEMORY_FRACTION = 0.5
+#: The linearized model caches θ0 activations of the train/val rows when they take at most this fraction.
+CACHE_MEMORY_FRACTION = 0.25
+#: Bytes of one test-block kernel Θ(x*, X) (M_block × N × C × C) in kernel mode with the empirical NTK.
+PREDICT_BLOCK_BYTES = 2**28
+#: Rows per forward pass at prediction time (network / linearized) and per analytic-kernel block.
+PREDICT_ROWS = 2048
+#: L-BFGS history pairs (``training.DEFAULT_HISTORY_SIZE``); used in the memory estimate.
+_HISTORY = training.DEFAULT_HISTORY_SIZE
+
+
+class Mode(str, Enum):
+    """How each member's trained function is computed (issue 4)."""
+
+    NETWORK = "network"
+    """Finite-width NTK-parameterized MLPs f(x; θ) from independent inits, trained on the objective."""
+    LINEARIZED = "linearized"
+    """The same members' linearized models f0 + J(θ − θ0) (explicit tangent propagation), trained the same way."""
+    KERNEL = "kernel"
+    """Function-space solution per member: Newton on the GP-classifier MAP (λ > 0) or the smoothed-target
+    interpolant (λ = 0), math.md (c); no training."""
+
+
+class Kernel(str, Enum):
+    """Kernel of ``mode="kernel"``."""
+
+    EMPIRICAL = "empirical"
+    """Each member's empirical NTK at its init, the full (NC × NC) Gram: equals the trained linearized member."""
+    ANALYTIC = "analytic"
+    """The infinite-width NTK Θ ⊗ I_C (one shared (N, N) kernel) with prior means drawn from the NNGP."""
+
+
+class Prior(str, Enum):
+    """Prior function of each member (math.md (e))."""
+
+    STANDARD = "standard"
+    """f0 = f(·; θ0): covariance over inits is the NNGP (a plain ensemble)."""
+    NTKGP = "ntkgp"
+    """f̃ = f + δ with the untrainable δ = J_{<readout}(θ0)·θ*_{<readout}: prior covariance Θ (He et al. 2020)."""
+
+
+class OptimizerChoice(str, Enum):
+    """Training algorithm of the network and linearized modes."""
+
+    AUTO = "auto"
+    """L-BFGS when the full batch fits in memory (``LBFGS_MEMORY_FRACTION``), else Adam."""
+    LBFGS = "lbfgs"
+    """Full-batch L-BFGS to the gradient tolerance ``tol`` (the regularized optimum itself)."""
+    ADAM = "adam"
+    """Minibatch Adam with per-member early stopping on validation NLL."""
+
+
+class DTypeChoice(str, Enum):
+    """Floating-point precision."""
+
+    AUTO = "auto"
+    """float32 for the network and linearized modes (matmul speed; GPUs), float64 for kernel solves (Newton with
+    small λ needs it, and kernels cost O(N²), not O(P))."""
+    FLOAT32 = "float32"
+    """Everything in float32."""
+    FLOAT64 = "float64"
+    """Everything in float64 (tests, tight comparisons between modes)."""
+
+
+class NTKEnsemble(Method):
+    """Ensemble of S NTK-parameterized MLPs, linearized models or kernel solutions (module docstring).
+
+    Args (defaults are the module constants, each documented with why):
+        mode: :class:`Mode`. kernel: :class:`Kernel` (``mode="kernel"`` only).
+        members: S. width, depth, activation, w_std, b_std: the MLP (math.md (a)).
+        reg: λ ≥ 0 on the mean CE (κ = λN); 0 only with ``label_smoothing`` > 0, except that the network and
+            linearized modes allow λ = 0 with one-hot targets for lazy-regime studies (no finite optimum: the run
+            stops at ``max_iter`` and records it).
+        anchor: ``"init"`` (θ_a = θ0) or ``"zero"`` (θ_a = 0, not with the analytic kernel: its prior mean
+            f0 − Jθ0 needs the finite network). label_smoothing: ε ∈ [0, 1).
+        prior: :class:`Prior`. reg_grid: λ values; the one with the best validation NLL of the ensemble is kept
+            (the kernel is computed once for all λ in kernel mode; the other modes train once per λ).
+        optimizer: :class:`OptimizerChoice`. max_iter, tol: L-BFGS iteration cap and gradient tolerance
+            ‖∇L_s‖_∞ (None: 1e-8 in float64, 1e-5 in float32); also the Newton tolerance scale in kernel mode.
+        batch_size, lr, epochs, patience: Adam. dtype: :class:`DTypeChoice`.
+
+    Fitted state: ``module_`` (the MLP, architecture only), ``params0_`` (S, ...) inits, ``params_`` (S, ...)
+    trained parameters (network / linearized), ``theta_star_`` (NTKGP draws), ``coef_`` (S, N, C) kernel-mode
+    coefficients with f(x*) = m(x*) + Θ(x*, X)·coef (math.md (c)), ``reg_`` the chosen λ.
+    Predictive: S = members, with member logits.
+    """
+
+    name = "ntk_ensemble"
+    #: Small settings the registry-wide contract test uses on its tiny dataset (tests/methods/test_contract.py).
+    contract_params: ClassVar[dict[str, Any]] = {"members": 3, "width": 32, "max_iter": 300, "dtype": "float64"}
+
+    def __init__(self, *, mode: str = "network", kernel: str = "empirical", members: int = DEFAULT_MEMBERS,
+                 width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
+                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD, reg: float = DEFAULT_REG,
+                 anchor: str = "init", label_smoothing: float = 0.0, prior: str = "standard",
+                 reg_grid: tuple[float, ...] | None = None, optimizer: str = "auto",
+                 max_iter: int = DEFAULT_MAX_ITER, tol: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS, patience: int = DEFAULT_PATIENCE,
+                 dtype: str = "auto"):
+        self.mode = mode
+        self.kernel = kernel
+        self.members = members
+        self.width = width
+        self.depth = depth
+        self.activation = activation
+        self.w_std = w_std
+        self.b_std = b_std
+        self.reg = reg
+        self.anchor = anchor
+        self.label_smoothing = label_smoothing
+        self.prior = prior
+        self.reg_grid = reg_grid
+        self.optimizer = optimizer
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.lr = lr
+        self.epochs = epochs
+        self.patience = patience
+        self.dtype = dtype
+
+    # -- validation ---------------------------------------------------------------------------------------------
+    def _resolve(self) -> None:
+        """Check and resolve the options into ``mode_``, ``kernel_``, ``anchor_``, ``prior_``, ``lams_``, ``dtype_``."""
+        self.mode_ = enum_param(Mode, self.mode, "mode")
+        self.kernel_ = enum_param(Kernel, self.kernel, "kernel") if self.mode_ is Mode.KERNEL else None
+        self.anchor_ = enum_param(solve.Anchor, self.anchor, "anchor")
+        self.prior_ = enum_param(Prior, self.prior, "prior")
+        self.optimizer_ = enum_param(OptimizerChoice, self.optimizer, "optimizer")
+        enum_param(Activation, self.activation, "activation")
+        dt = enum_param(DTypeChoice, self.dtype, "dtype")
+        if dt is DTypeChoice.AUTO:
+            self.dtype_ = torch.float64 if self.mode_ is Mode.KERNEL else torch.float32
+        else:
+            self.dtype_ = torch.float64 if dt is DTypeChoice.FLOAT64 else torch.float32
+        if int(self.members) < 1 or int(self.width) < 1 or int(self.depth) < 0:
+            raise ValueError(f"members, width ≥ 1 and depth ≥ 0 expected, got members={self.members}, "
+                             f"width={self.width}, depth={self.depth}")
+        eps = float(self.label_smoothing)
+        if not 0.0 <= eps < 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
+        lams = tuple(float(v) for v in self.reg_grid) if self.reg_grid is not None else (float(self.reg),)
+        if not lams or any(not (lam >= 0.0 and math.isfinite(lam)) for lam in lams):
+            raise ValueError(f"reg / reg_grid: expected finite values ≥ 0, got {lams}")
+        if self.mode_ is Mode.KERNEL and eps == 0.0 and min(lams) == 0.0:
+            raise ValueError("reg=0 with one-hot targets (label_smoothing=0) has no finite kernel-mode solution "
+                             "(the logits diverge); set reg > 0 or label_smoothing > 0")
+        if self.kernel_ is Kernel.ANALYTIC and self.anchor_ is solve.Anchor.ZERO and max(lams) > 0:
+            raise ValueError("anchor='zero' needs the finite network's prior mean f0 − Jθ0, which has no "
+                             "infinite-width form here; use kernel='empirical' or anchor='init'")
+        self.lams_ = lams
+
+    # -- fit ------------------------------------------------------------------------------------------------------
+    def _fit(self, data, seed: int, device: torch.device) -> None:
+        self._resolve()
+        C, S = self.num_classes_, int(self.members)
+        self.module_ = MLP(self.in_features_, C, width=int(self.width), depth=int(self.depth),
+                           activation=self.activation, w_std=self.w_std, b_std=self.b_std, parameterization="ntk")
+        self.module_.to(device=device, dtype=self.dtype_).eval()
+        self.net_ = StackedMLP(self.module_)
+        self.seeds_ = member_seeds(seed, S)
+        self.seed_ = int(seed)
+        xt = data.train.x.flatten(1).to(device, self.dtype_)
+        yt = data.train.y.to(device)
+        xv = data.val.x.flatten(1).to(device, self.dtype_)
+        yv = data.val.y.to(device)
+        if self.reg_grid is not None and len(yv) == 0:
+            raise ValueError("reg_grid: choosing λ needs a non-empty data.val")
+        self.x_train_ = xt
+        n = xt.shape[0]
+        self.info_ = {"mode": self.mode_.value, "kernel": self.kernel_.value if self.kernel_ else None,
+                      "prior": self.prior_.value, "anchor": self.anchor_.value,
+                      "label_smoothing": float(self.label_smoothing), "members": S, "width": int(self.width),
+                      "depth": int(self.depth), "num_train": n, "dtype": str(self.dtype_).replace("torch.", ""),
+                      "member_seeds": self.seeds_}
+        if self.kernel_ is Kernel.ANALYTIC:
+            self.params0_ = None
+            candidates = self._fit_analytic(xt, yt, xv)
+        else:
+            self.params0_ = training.init_stacked(self.module_, self.seeds_, device, self.dtype_)
+            self.info_["num_params"] = int(sum(v[0].numel() for v in self.params0_.values()))
+            self.theta_star_ = None
+            if self.prior_ is Prior.NTKGP:  # θ*: an independent draw from the init distribution, math.md (e)
+                self.theta_star_ = training.init_stacked(
+                    self.module_, [derive_seed(seed, 7, k) for k in range(S)], device, self.dtype_)
+            if self.mode_ is Mode.KERNEL:
+                candidates = self._fit_empirical(xt, yt, xv)
+            else:
+                candidates = self._fit_trained(xt, yt, xv, yv)
+        self._select(candidates, yv, n)
+
+    def _select(self, candidates: list[dict], yv: Tensor, n: int) -> None:
+        """Keep the λ with the best validation NLL of the ensemble; record every λ's NLL and convergence."""
+        for c in candidates:
+            c["val_nll"] = _ensemble_nll(c.pop("val_logits"), yv) if len(yv) else None
+        best = min(candidates, key=lambda c: math.inf if c["val_nll"] is None else c["val_nll"])
+        if len(candidates) > 1:
+            self.info_["reg_grid"] = {repr(c["reg"]): c["val_nll"] for c in candidates}
+        self.reg_ = best["reg"]
+        for key in ("params", "coef"):
+            if key in best:
+                setattr(self, f"{key}_", best[key])
+        self.info_.update({"reg": self.reg_, "kappa": self.reg_ * n, "val_nll": best["val_nll"],
+                           "convergence": best["convergence"]})
+        if self.reg_ == 0.0:
+            self.info_["note"] = "reg=0: the anchor has no effect (training from θ0 reaches the min-‖θ−θ0‖ solution)"
+
+    def _targets(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        return training.soft_targets(y, self.num_classes_, float(self.label_smoothing), dtype)
+
+    # network / linearized ------------------------------------------------------------------------------------------
+    def _fit_trained(self, xt: Tensor, yt: Tensor, xv: Tensor, yv: Tensor) -> list[dict]:
+        S, n, m = int(self.members), xt.shape[0], xv.shape[0]
+        dev, item = xt.device, xt.element_size()
+        x_all = torch.cat([xt, xv])
+        hidden = int(self.width) * int(self.depth)
+        delta = None
+        if self.theta_star_ is not None:
+            delta = torch.cat([self.net_.delta(self.params0_, self.theta_star_, x_all[i:i + PREDICT_ROWS])
+                               for i in range(0, x_all.shape[0], PREDICT_ROWS)], 1)
+        avail = available_memory(dev)
+        linearized = self.mode_ is Mode.LINEARIZED
+        cache_bytes = S * x_all.shape[0] * (2 * hidden + x_all.shape[1] + self.num_classes_) * item
+        table = RowTable(self.net_, x_all, self.params0_, linearized=linearized, delta=delta,
+                         cache=linearized and cache_bytes <= CACHE_MEMORY_FRACTION * avail)
+        p = self.info_["num_params"]
+        state_bytes = (2 * _HISTORY + 8) * S * p * item                 # L-BFGS history, iterate, grads, anchor
+        act_bytes = 6 * S * n * (hidden + x_all.shape[1]) * item        # activations of one full-batch pass
+        opt = self.optimizer_
+        if opt is OptimizerChoice.AUTO:
+            fits = state_bytes + act_bytes <= LBFGS_MEMORY_FRACTION * avail
+            opt = OptimizerChoice.LBFGS if fits else OptimizerChoice.ADAM
+        tol = self.tol if self.tol is not None else (
+            DEFAULT_TOL_FLOAT64 if self.dtype_ == torch.float64 else DEFAULT_TOL_FLOAT32)
+        self.info_.update({"optimizer": opt.value, "tol": float(tol) if opt is OptimizerChoice.LBFGS else None,
+                           "cached_theta0": table.cache is not None})
+        train_in, val_in = (table.rows(n), yt), (table.rows(m, start=n), yv)
+        anchor = self.params0_ if self.anchor_ is solve.Anchor.INIT else None
+        out = []
+        for lam in self.lams_:
+            common = dict(weight_decay=lam, anchor=anchor, label_smoothing=float(self.label_smoothing))
+            if opt is OptimizerChoice.LBFGS:
+                check_memory(state_bytes, dev, f"L-BFGS state of {S} members × {p} parameters",
+                             "optimizer='adam' or fewer members")
+                chunk = max(1, int(n * min(1.0, LBFGS_MEMORY_FRACTION * avail / max(act_bytes, 1) / 2)))
+                res = training.fit_lbfgs(table, self.params0_, train_in, val_in if m else None, **common,
+                                         max_iter=int(self.max_iter), tol_grad=float(tol),
+                                         chunk_size=None if chunk >= n else chunk)
+            else:
+                res = training.fit_adam(table, self.params0_, train_in, val_in if m else None, **common,
+                                        lr=float(self.lr), epochs=int(self.epochs), batch_size=int(self.batch_size),
+                                        patience=int(self.patience), seeds=self.seeds_)
+            val_logits = training.predict_stacked(table, res.params, val_in[0]) if m else None
+            out.append({"reg": lam, "params": res.params, "val_logits": val_logits,
+                        "convergence": _training_summary(res.report)})
+        return out
+
+    # kernel, empirical NTK ---------------------------------------------------------------------------------------
+    def _member_prior(self, x: Tensor, anchor: solve.Anchor, s: int) -> Tensor:
+        """(1, M, C) prior mean m(x) of linearized member s (math.md (c)), plus δ(x) for NTKGP (math.md (e)),
+        through ``ntk.linearize`` (jvp) in float64."""
+        params0 = {k: v[s:s + 1].to(torch.float64) for k, v in self.params0_.items()}
+        lin = Linearized(self.module64_, params0, stacked=True)
+        x = x.to(torch.float64)
+        m = lin.f0(x) if anchor is solve.Anchor.INIT else lin.prior_mean(x)
+        if self.theta_star_ is not None:
+            star = {k: v[s:s + 1].to(torch.float64) for k, v in self.theta_star_.items()
+                    if k not in self.net_.readout_keys}
+            m = m + lin.jvp(star, x)
+        return m.to(self.solve_dtype_)
+
+    def _fit_empirical(self, xt: Tensor, yt: Tensor, xv: Tensor) -> list[dict]:
+        S, n, C = int(self.members), xt.shape[0], self.num_classes_
+        self.solve_dtype_ = self.dtype_
+        self.module64_ = MLP(self.in_features_, C, width=int(self.width), depth=int(self.depth),
+                             activation=self.activation, w_std=self.w_std, b_std=self.b_std,
+                             parameterization="ntk").to(device=xt.device, dtype=torch.float64).eval()
+        item = torch.finfo(self.dtype_).bits // 8
+        check_memory((4 * (n * C) ** 2 + xv.shape[0] * n * C * C) * item, xt.device,
+                     f"empirical NTK Gram (N*C = {n * C}) and its Newton solve, per member",
+                     "kernel='analytic', mode='linearized', or fewer training points")
+        Y = self._targets(yt, self.dtype_)
+        per_lam = {lam: {"coef": [], "val": [], "results": []} for lam in self.lams_}
+        for s in range(S):
+            p_s = {k: v[s].to(torch.float64) for k, v in self.params0_.items()}
+            theta = empirical_ntk(self.module64_, xt.double(), params=p_s).to(self.dtype_)        # (N, N, C, C)
+            theta_v = empirical_ntk(self.module64_, xv.double(), xt.double(), params=p_s).to(self.dtype_) \
+                if xv.shape[0] else None
+            priors = {}                                                     # anchor → (train, val) prior means
+            for lam in self.lams_:
+                anchor = self.anchor_ if lam > 0 else solve.Anchor.INIT     # λ = 0: gradient flow from θ0
+                if anchor not in priors:
+                    priors[anchor] = (self._member_prior(xt, anchor, s),
+                                      self._member_prior(xv, anchor, s)[0] if xv.shape[0] else None)
+                m_tr, mv = priors[anchor]
+                if lam > 0:
+                    res = solve.solve_ntk_classifier(theta, m_tr, Y, lam, keep_factors=False,
+                                                     tol=self._newton_tol())
+                    coef, rep = res.beta[0], res
+                else:
+                    coef, rep = solve.interpolant_smoothed(theta, m_tr, Y).gamma[0], None
+                per_lam[lam]["coef"].append(coef)
+                per_lam[lam]["results"].append(rep)
+                if theta_v is not None:
+                    per_lam[lam]["val"].append(mv + torch.einsum("mncd,nd->mc", theta_v, coef))
+            del theta, theta_v
+        return [{"reg": lam, "coef": torch.stack(d["coef"]),
+                 "val_logits": torch.stack(d["val"]) if d["val"] else None,
+                 "convergence": _newton_summary(d["results"])} for lam, d in per_lam.items()]
+
+    def _newton_tol(self) -> float | None:
+        return None if self.tol is None else float(self.tol)
+
+    # kernel, analytic NTK ----------------------------------------------------------------------------------------
+    def _kernel_args(self) -> dict:
+        return {"depth": int(self.depth), "activation": self.activation, "w_std": float(self.w_std),
+                "b_std": float(self.b_std)}
+
+    def _fit_analytic(self, xt: Tensor, yt: Tensor, xv: Tensor) -> list[dict]:
+        S, n, C = int(self.members), xt.shape[0], self.num_classes_
+        self.solve_dtype_ = self.dtype_
+        check_memory((2 * S * C + 4) * n * n * 8, xt.device, f"analytic NTK solve (N = {n}, {S} members)",
+                     "fewer members or fewer training points")
+        nngp, ntk = mlp_kernels(xt.double(), **self._kernel_args())
+        prior_k = ntk if self.prior_ is Prior.NTKGP else nngp       # math.md (e): f̃0 ~ N(0, Θ ⊗ I_C)
+        self.gp_prior_ = GPPrior.draw(prior_k, S, C, derive_seed(self.seed_, 11))
+        self.info_["prior_jitter"] = self.gp_prior_.jitter
+        f0 = self.gp_prior_.values.to(self.dtype_)
+        ntk_s = ntk.to(self.dtype_)
+        Y = self._targets(yt, self.dtype_)
+        f0_v, ntk_v = (self._analytic_prior_at(xv) if xv.shape[0] else (None, None))
+        out = []
+        for lam in self.lams_:
+            if lam > 0:
+                res = solve.solve_ntk_classifier(ntk_s, f0, Y, lam, keep_factors=False, tol=self._newton_tol())
+                coef, conv = res.beta, _newton_summary([res])
+            else:
+                coef, conv = solve.interpolant_smoothed(ntk_s, f0, Y).gamma, _newton_summary([None])
+            val = f0_v + torch.einsum("mn,bnc->bmc", ntk_v, coef) if f0_v is not None else None
+            out.append({"reg": lam, "coef": coef, "val_logits": val, "convergence": conv})
+        return out
+
+    def _analytic_prior_at(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Conditional prior draws f0(x) (S, M, C) and the NTK Θ(x, X) (M, N) at new points (analytic mode)."""
+        x64 = x.flatten(1).to(self.x_train_.device, torch.float64)
+        nngp, ntk = mlp_kernels(x64, self.x_train_.double(), **self._kernel_args())
+        dn, dt = mlp_kernels_diag(x64, **self._kernel_args())
+        ntkgp = self.prior_ is Prior.NTKGP
+        f0 = self.gp_prior_.conditional(ntk if ntkgp else nngp, dt if ntkgp else dn, x64)
+        return f0.to(self.solve_dtype_), ntk.to(self.solve_dtype_)
+
+    # -- predict --------------------------------------------------------------------------------------------------
+    def member_logits(self, x: Tensor) -> Tensor:
+        """(S, M, C) logits of every member at inputs x (M, ...)."""
+        x = x.flatten(1).to(self.device_, self.dtype_)
+        if x.shape[1] != self.in_features_:
+            raise ValueError(f"x: expected {self.in_features_} features per row, got {x.shape[1]}")
+        rows = [x[i:i + PREDICT_ROWS] for i in range(0, x.shape[0], PREDICT_ROWS)] or [x]
+        return torch.cat([self._block_logits(b) for b in rows], 1)
+
+    def _block_logits(self, x: Tensor) -> Tensor:
+        if self.mode_ is Mode.NETWORK:
+            out = self.net_.forward(self.params_, x)
+        elif self.mode_ is Mode.LINEARIZED:
+            out = self.net_.linearized(self.params_, self.params0_, x)
+        elif self.kernel_ is Kernel.ANALYTIC:
+            f0, ntk = self._analytic_prior_at(x)
+            return f0 + torch.einsum("mn,bnc->bmc", ntk, self.coef_)        # math.md (c): m* + Θ*X β
+        else:
+            return self._empirical_logits(x)
+        if self.theta_star_ is not None:
+            out = out + self.net_.delta(self.params0_, self.theta_star_, x)
+        return out
+
+    def _empirical_logits(self, x: Tensor) -> Tensor:
+        S, n, C = self.coef_.shape
+        anchor = self.anchor_ if self.reg_ > 0 else solve.Anchor.INIT
+        rows = max(1, PREDICT_BLOCK_BYTES // (n * C * C * 8))
+        out = []
+        for s in range(S):
+            p_s = {k: v[s].to(torch.float64) for k, v in self.params0_.items()}
+            m = self._member_prior(x, anchor, s)[0]
+            parts = [torch.einsum("mncd,nd->mc", empirical_ntk(self.module64_, x[i:i + rows].double(),
+                                                              self.x_train_.double(), params=p_s)
+                                  .to(self.coef_.dtype), self.coef_[s]) for i in range(0, x.shape[0], rows)]
+            out.append(m + torch.cat(parts))                                # math.md (c): m* + Θ*X β
+        return torch.stack(out)
+
+    def _predict(self, x: Tensor) -> Predictive:
+        return Predictive.from_logits(self.member_logits(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _ensemble_nll(logits: Tensor | None, y: Tensor) -> float | None:
+    """NLL of the ensemble's mean predictive, −mean log((1/S) Σ_s softmax(logits_s))[y] (benchmarks.md)."""
+    if logits is None:
+        return None
+    lp = torch.logsumexp(torch.log_softmax(logits.double(), -1), 0) - math.log(logits.shape[0])
+    return float(-lp.gather(1, y.view(-1, 1).to(lp.device)).mean())
+
+
+def _training_summary(report: dict) -> dict:
+    """Per-member convergence of ``ntkbayes.training`` condensed for ``fit_info``."""
+    iters = report.get("iterations") or report.get("epochs_run")
+    reasons = report.get("stop_reason", [])
+    return {"optimizer": report["optimizer"], "iterations_min": int(min(iters)), "iterations_max": int(max(iters)),
+            "grad_norm_max": float(max(report["grad_norm"])),
+            "grad_max_max": float(max(report["grad_max"])) if "grad_max" in report else None,
+            "all_converged": bool(all(report["converged"])), "converged": list(report["converged"]),
+            "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+            "final_train_loss_max": float(max(report["final_train_loss"]))}
+
+
+def _newton_summary(results: list) -> dict:
+    """Per-member Newton convergence (None entries: the closed-form λ = 0 interpolant, exact by construction)."""
+    done = [r for r in results if r is not None]
+    if not done:
+        return {"optimizer": "interpolant", "all_converged": True, "iterations_min": 0, "iterations_max": 0}
+    iters = torch.cat([r.iterations.cpu() for r in done])
+    grad = torch.cat([r.grad_norm.cpu() for r in done])
+    conv = torch.cat([r.converged.cpu() for r in done])
+    return {"optimizer": "newton", "iterations_min": int(iters.min()), "iterations_max": int(iters.max()),
+            "grad_norm_max": float(grad.max()), "all_converged": bool(conv.all()), "converged": conv.tolist(),
+            "log_evidence_mean": float(torch.cat([r.log_evidence.cpu() for r in done]).mean())}

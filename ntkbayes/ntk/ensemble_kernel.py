@@ -1,0 +1,272 @@
+"""Computational core of the NTK ensemble (``methods/ntk_ensemble.py``): batched-matmul paths for S stacked
+NTK-parameterized MLPs, and the infinite-width prior draws.
+
+* :class:`StackedMLP` evaluates S members of a :class:`~ntkbayes.models.MLP` with one ``torch.baddbmm`` per layer
+  (math.md (a), NTK parameterization z = (σw/√n)·W h + σb·b): the network f(x; θ_s), its linearization
+  f_lin(x; θ) = f0 + J(θ − θ0) by explicit tangent propagation (math.md (b), the same function as
+  ``ntk.linearize``'s jvp, checked against it in the tests), and J·t for a tangent t, which with the readout
+  tangents left out is He et al.'s NTKGP function δ(x) = J_{<readout}(x; θ0)·θ*_{<readout} (math.md (e)).
+  Tangent propagation per layer: dz = s_w·(h0 ΔWᵀ + dh W0ᵀ) + s_b·Δb, dh' = φ'(z0) ⊙ dz.
+* :class:`RowTable` is the training-time model: rows of the train/val inputs are addressed by their index, so the
+  θ0 quantities (hidden activations and φ'(z0) for the linearized model, δ for NTKGP) are computed once and
+  gathered instead of recomputed every step. It plugs into ``ntkbayes.training`` as an ordinary stacked model
+  function whose "inputs" are a column of row indices.
+* :class:`GPPrior` draws prior logits f0 ~ N(0, K ⊗ I_C) at the training points (K = NNGP for the standard
+  prior, K = Θ for NTKGP, math.md (c), (e)) and, at new points, f0(x*) from the conditional given those draws:
+  mean K*X K⁻¹ f0(X), variance k(x*, x*) − K*X K⁻¹ K_X*, per point. Metrics only use per-point predictive
+  marginals, and a per-point conditional draw has exactly the marginal of a joint draw on X ∪ X* (the issue's
+  "drawn jointly on train ∪ test"); the noise of each point is seeded by the point's own bytes, so a point gets
+  the same draw whatever batch it is predicted in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ntkbayes.models import MLP
+from ntkbayes.ntk.analytic import activation_pair
+
+Params = dict[str, Tensor]
+
+#: Relative diagonal jitter tried first when a prior kernel's Cholesky factor fails (×10 per retry, up to
+#: MAX_JITTER). Float64 NNGP/NTK Grams of distinct standardized points factor without any.
+JITTER = 1e-12
+#: Largest relative jitter before the prior draw gives up (the Gram is then numerically rank-deficient: duplicate
+#: training points).
+MAX_JITTER = 1e-5
+
+
+def derive_seed(*words: int) -> int:
+    """A 63-bit seed from integers (numpy SeedSequence): independent streams for inits, θ*, prior draws."""
+    state = np.random.SeedSequence([int(w) % 2**64 for w in words]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def row_hashes(x: Tensor) -> list[int]:
+    """One 64-bit hash per row of x (N, ...) from its float64 bytes (the same for float32 and float64 inputs)."""
+    a = np.ascontiguousarray(x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64).numpy())
+    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in a]
+
+
+class StackedMLP:
+    """S stacked members of ``model`` (its architecture only) evaluated with batched matmuls.
+
+    Parameters are name → (S, *shape) (``training.init_stacked`` layout). Inputs are (S, B, D) per member, or a
+    shared (B, D) which is broadcast. Every output is (S, B, C).
+    """
+
+    def __init__(self, model: MLP):
+        if not isinstance(model, MLP):
+            raise ValueError(f"StackedMLP: expected an ntkbayes.models.MLP, got {type(model).__name__}")
+        if model.dropout > 0:
+            raise ValueError("StackedMLP: dropout must be 0 (the NTK ensemble trains deterministic members)")
+        self.layers = [(f"layers.{i}.weight", f"layers.{i}.bias" if layer.bias is not None else None,
+                        float(layer.w_scale), float(layer.b_scale)) for i, layer in enumerate(model.layers)]
+        self.phi, self.dphi, _ = activation_pair(model.activation)
+
+    @property
+    def readout_keys(self) -> tuple[str, ...]:
+        """Names of the readout layer's parameters (left out of NTKGP's δ, math.md (e))."""
+        w, b, _, _ = self.layers[-1]
+        return (w,) if b is None else (w, b)
+
+    @staticmethod
+    def _inputs(x: Tensor, s: int) -> Tensor:
+        if x.ndim == 2:
+            return x.unsqueeze(0).expand(s, *x.shape)
+        return x.flatten(2)
+
+    def _dense(self, p: Params, i: int, h: Tensor) -> Tensor:
+        w, b, ws, bs = self.layers[i]
+        if b is None:
+            return torch.bmm(h, p[w].transpose(1, 2)) * ws
+        return torch.baddbmm(p[b].unsqueeze(1), h, p[w].transpose(1, 2), beta=bs, alpha=ws)
+
+    def forward(self, params: Params, x: Tensor) -> Tensor:
+        """Network logits f(x; θ_s): params (S, ...), x (S, B, D) or (B, D) → (S, B, C)."""
+        s = next(iter(params.values())).shape[0]
+        h = self._inputs(x, s)
+        last = len(self.layers) - 1
+        for i in range(last + 1):
+            z = self._dense(params, i, h)
+            if i < last:
+                h = self.phi(z)
+        return z
+
+    __call__ = forward
+
+    @torch.no_grad()
+    def primal(self, params0: Params, x: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """θ0 quantities the tangent pass needs: layer inputs h0^l (S, B, n_l) for every layer, φ'(z0^l)
+        (S, B, n_l) for the hidden layers, and f0 (S, B, C)."""
+        s = next(iter(params0.values())).shape[0]
+        h = self._inputs(x, s)
+        hs, dphis = [], []
+        last = len(self.layers) - 1
+        for i in range(last + 1):
+            hs.append(h)
+            z = self._dense(params0, i, h)
+            if i < last:
+                dphis.append(self.dphi(z))
+                h = self.phi(z)
+        return hs, dphis, z
+
+    def tangent(self, params0: Params, tangents: Params, hs: Sequence[Tensor], dphis: Sequence[Tensor]) -> Tensor:
+        """J(x; θ0)·t (S, B, C) from :meth:`primal`'s quantities; t name → (S, ...), missing names are 0.
+        Differentiable in t (math.md (b): dz = s_w(h0 tWᵀ + dh W0ᵀ) + s_b t_b; dh' = φ'(z0) ⊙ dz)."""
+        dh = None
+        last = len(self.layers) - 1
+        for i, (w, b, ws, bs) in enumerate(self.layers):
+            dz = None
+            if b is not None and b in tangents:
+                dz = (bs * tangents[b]).unsqueeze(1).expand(hs[i].shape[0], hs[i].shape[1], -1)
+            if w in tangents:
+                dz = torch.bmm(hs[i], tangents[w].transpose(1, 2)).mul(ws) if dz is None else \
+                    torch.baddbmm(dz, hs[i], tangents[w].transpose(1, 2), alpha=ws)
+            if dh is not None:
+                w0 = params0[w].transpose(1, 2)
+                dz = torch.bmm(dh, w0).mul(ws) if dz is None else torch.baddbmm(dz, dh, w0, alpha=ws)
+            if dz is None:  # nothing moved up to here
+                dz = torch.zeros(hs[i].shape[0], hs[i].shape[1], params0[w].shape[1], dtype=hs[i].dtype,
+                                 device=hs[i].device)
+            if i < last:
+                dh = dphis[i] * dz
+        return dz
+
+    def delta(self, params0: Params, theta_star: Params, x: Tensor) -> Tensor:
+        """NTKGP δ(x) = J_{<readout}(x; θ0)·θ*_{<readout} (math.md (e)): (S, B, C), no gradient."""
+        hs, dphis, _ = self.primal(params0, x)
+        with torch.no_grad():
+            t = {k: v for k, v in theta_star.items() if k not in self.readout_keys}
+            return self.tangent(params0, t, hs, dphis)
+
+    def linearized(self, params: Params, params0: Params, x: Tensor) -> Tensor:
+        """f_lin(x; θ) = f0(x) + J(x; θ0)(θ − θ0) (math.md (b)), differentiable in θ: (S, B, C)."""
+        hs, dphis, f0 = self.primal(params0, x)
+        return f0 + self.tangent(params0, {k: v - params0[k] for k, v in params.items()}, hs, dphis)
+
+
+class RowTable:
+    """Training-time stacked model over a fixed table of R rows (train then val), addressed by row index.
+
+    ``table(params, idx)`` with idx (S, B, 1) holding row numbers (as floats, the dtype ``ntkbayes.training``
+    casts inputs to; exact below 2^24 rows) returns logits (S, B, C): the network (``linearized=False``) or the
+    linearized model around ``params0``, plus δ when given. θ0 quantities are computed once at construction
+    (``cache=True``; memory ≈ S·R·(2·Σ hidden widths + input width + C) numbers) or per call (``cache=False``).
+    """
+
+    def __init__(self, net: StackedMLP, x: Tensor, params0: Params | None = None, *, linearized: bool = False,
+                 delta: Tensor | None = None, cache: bool = True):
+        if linearized and params0 is None:
+            raise ValueError("RowTable: the linearized model needs params0")
+        self.net, self.x, self.params0, self.linearized = net, x, params0, bool(linearized)
+        self.delta = delta                                      # (S, R, C) or None
+        self.cache = None
+        if self.linearized and cache:
+            self.cache = net.primal(params0, x)
+
+    def rows(self, n: int | None = None, start: int = 0) -> Tensor:
+        """Index column (n, 1) for rows start … start+n−1, in the table's dtype (pass as training inputs)."""
+        n = self.x.shape[0] - start if n is None else n
+        return torch.arange(start, start + n, device=self.x.device, dtype=self.x.dtype).unsqueeze(1)
+
+    @staticmethod
+    def _take(t: Tensor, idx: Tensor, shared: slice | Tensor | None) -> Tensor:
+        """Rows of t (S, R, ...) at idx (S, B): a view for a shared contiguous range, else a gather."""
+        if isinstance(shared, slice):
+            return t[:, shared]
+        if shared is not None:
+            return t.index_select(1, shared)
+        ar = torch.arange(t.shape[0], device=t.device).unsqueeze(1)
+        return t[ar, idx]
+
+    def __call__(self, params: Params, ix: Tensor) -> Tensor:
+        idx = ix[..., 0].long()                                 # (S, B)
+        shared = None
+        if ix.stride(0) == 0 or idx.shape[0] == 1:              # the same rows for every member (full batch, eval)
+            r = idx[0]
+            a, n = int(r[0]), r.shape[0]
+            contiguous = int(r[-1]) - a == n - 1 and torch.equal(r, torch.arange(a, a + n, device=r.device))
+            shared = slice(a, a + n) if contiguous else r
+        if shared is None:
+            x = self.x[idx]
+        else:
+            x = self.x[shared] if isinstance(shared, slice) else self.x.index_select(0, shared)
+        if not self.linearized:
+            out = self.net.forward(params, x)
+        else:
+            if self.cache is not None:
+                hs, dphis, f0 = self.cache
+                hs = [self._take(h, idx, shared) for h in hs]
+                dphis = [self._take(d, idx, shared) for d in dphis]
+                f0 = self._take(f0, idx, shared)
+            else:
+                hs, dphis, f0 = self.net.primal(self.params0, x)
+            t = {k: v - self.params0[k] for k, v in params.items()}
+            out = f0 + self.net.tangent(self.params0, t, hs, dphis)
+        if self.delta is not None:
+            out = out + self._take(self.delta, idx, shared)
+        return out
+
+
+def _chol_jitter(K: Tensor) -> tuple[Tensor, float]:
+    """Cholesky factor of K + jitter·mean(diag K)·I with the smallest jitter (0, JITTER, ×10 …) that works."""
+    scale = float(K.diagonal().mean())
+    jitter = 0.0
+    while True:
+        A = K if jitter == 0.0 else K + (jitter * scale) * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            return L, jitter
+        jitter = JITTER if jitter == 0.0 else jitter * 10
+        if jitter > MAX_JITTER:
+            raise ValueError("prior kernel at the training points is numerically singular (duplicate training "
+                             "points?); deduplicate data.train.x")
+
+
+@dataclass
+class GPPrior:
+    """B draws of prior logits f0 ~ N(0, K ⊗ I_C) at N training points, and conditional draws elsewhere.
+
+    Attributes:
+        values: (B, N, C) the draws at the training points. chol: (N, N) Cholesky factor of K(X, X) (+ jitter).
+        white: (N, B·C) L⁻¹ f0(X), so the conditional mean at x* is (L⁻¹K_X*)ᵀ white. jitter: relative jitter
+        used. seed: the seed conditional draws are derived from.
+    """
+
+    values: Tensor
+    chol: Tensor
+    white: Tensor
+    jitter: float
+    seed: int
+
+    @classmethod
+    def draw(cls, K: Tensor, members: int, classes: int, seed: int) -> GPPrior:
+        """Draw ``members`` prior functions at the training points. K: (N, N) per-output kernel (float64)."""
+        L, jitter = _chol_jitter(K)
+        n = K.shape[0]
+        g = torch.Generator().manual_seed(derive_seed(seed, 0))
+        z = torch.randn(n, members * classes, generator=g, dtype=K.dtype).to(K.device)
+        f = L @ z                                               # (N, B·C), columns ~ N(0, K + jitter)
+        values = f.view(n, members, classes).permute(1, 0, 2).contiguous()
+        return cls(values, L, z, jitter, int(seed))
+
+    def conditional(self, K_star_x: Tensor, k_star_diag: Tensor, x_star: Tensor) -> Tensor:
+        """Draw f0(x*) (B, M, C) given the draws at X: per point, N(K*X K⁻¹f0(X), k** − K*X K⁻¹K_X*).
+
+        Args: K_star_x (M, N) prior kernel test × train; k_star_diag (M,) its test diagonal; x_star (M, ...) the
+        points (their bytes seed the per-point noise, see the module docstring).
+        """
+        B, N, C = self.values.shape
+        A = torch.linalg.solve_triangular(self.chol, K_star_x.t().to(self.chol.dtype), upper=False)   # L⁻¹K_X*
+        mean = (A.t() @ self.white).view(-1, B, C).permute(1, 0, 2)                                  # (B, M, C)
+        var = (k_star_diag.to(A.dtype) - A.pow(2).sum(0)).clamp_min(0.0)                             # (M,)
+        z = np.stack([np.random.default_rng([self.seed, 1, h]).standard_normal((B, C)) for h in row_hashes(x_star)])
+        z = torch.from_numpy(z).to(mean.device, mean.dtype).permute(1, 0, 2)                        # (B, M, C)
+        return mean + var.sqrt()[None, :, None] * z
