@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import textwrap
 from pathlib import Path
 
 from ntkbayes.errors import UserError
@@ -101,12 +103,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         cls = methods.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()
         print(f"  {name}" + (f" — {doc[0]}" if doc else ""))
-        for k, v in cls.param_defaults().items():
-            print(f"      {k} = {_fmt_default(v)}")
+        params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.param_defaults().items())
+        print(textwrap.fill(params or "(no parameters)", width=110, initial_indent=" " * 6,
+                            subsequent_indent=" " * 6, break_on_hyphens=False))
     print("datasets:")
     for name in data.available():
         opts = data.describe(name)
-        print(f"  {name}: " + (", ".join(f"{k}={_fmt_default(v)}" for k, v in opts.items()) or "(no options)"))
+        text = f"{name}: " + (", ".join(f"{k}={_fmt_default(v)}" for k, v in opts.items()) or "(no options)")
+        print(textwrap.fill(text, width=110, initial_indent="  ", subsequent_indent=" " * 6,
+                            break_on_hyphens=False))
     print("suites:")
     found = False
     for d in _suites_dirs():
@@ -190,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", help="results directory")
     c.add_argument("--dataset", nargs="+", help="only these datasets")
     c.add_argument("--methods", nargs="+", help="only these method labels")
-    c.add_argument("--output", help="output file or directory (default: inside DIR)")
+    c.add_argument("--output", help="output directory for tables and figures (default DIR)")
     c.set_defaults(func=_lazy("ntkbayes.report.comparison", "main_compare"))
 
     rp = sub.add_parser("report", help="static HTML report of a results directory")
@@ -224,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ntkbayes: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -109,6 +109,12 @@ def test_suite_errors_in_process(tmp_path, capsys, fakes):
     missing = suite_file(tmp_path, "seeds = [0]\n[datasets._missing]\n[methods._test_logreg]\n", "m.toml")
     rc = main(["run", str(missing), "--out", str(tmp_path / "om"), "--root", str(tmp_path / "data")])
     assert_one_line_error(rc, capsys.readouterr().err, "'_missing'", f"missing file {tmp_path}/data/_missing")
+    good = suite_file(tmp_path, "seeds = [0]\n[datasets._tiny]\n[methods._test_logreg]\n", "g.toml")
+    import torch
+
+    if not torch.cuda.is_available():  # no silent fallback to CPU
+        rc = main(["run", str(good), "--out", str(tmp_path / "og"), "--device", "cuda"])
+        assert_one_line_error(rc, capsys.readouterr().err, "'cuda'", "no CUDA device")
     latin = tmp_path / "latin.toml"
     latin.write_bytes(b"seeds = [0]\nname = '\xe9'\n")
     assert_one_line_error(main(["run", str(latin)]), capsys.readouterr().err, "latin.toml", "not UTF-8")
@@ -151,7 +157,8 @@ def test_list_shows_methods_datasets_and_suites(capsys, fakes, tmp_path, monkeyp
     (tmp_path / "benchmarks" / "suites" / "broken.toml").write_text("seeds = [\n")
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "methods:" in out and "  _test_logreg — Logistic regression" in out and "      steps = 30" in out
+    assert "methods:" in out and "  _test_logreg — Logistic regression" in out
+    assert "      steps=30, lr=0.5, members=1, fail='none', sleep=0.0, alloc_mb=0" in out
     assert "datasets:" in out and "  _tiny: n=90, classes=3, dim=4" in out and "  moons: n=600" in out
     assert "mine.toml: mine: 4 cells" in out and "broken.toml: (invalid:" in out
 

@@ -56,19 +56,34 @@ def time_solve(n: int, dtype: torch.dtype, device: str = "cpu") -> dict:
             "train_acc": float((res.f[0].argmax(-1) == Y.argmax(-1)).double().mean())}
 
 
-def slope(rows: list[dict]) -> float:
-    """Least-squares slope of log(seconds) on log(N)."""
+def slope(rows: list[dict], key: str = "seconds") -> float:
+    """Least-squares slope of log(row[key]) on log(N)."""
     n = np.log([r["N"] for r in rows])
-    t = np.log([r["seconds"] for r in rows])
+    t = np.log([r[key] for r in rows])
     return float(np.polyfit(n, t, 1)[0])
 
 
-def run(quick: bool = False, device: str | None = None) -> dict:
-    """Time the block Newton solve for each N, float64 and float32; returns rows, slopes and a summary."""
+def run(quick: bool = False, device: str | None = None, threads: int | None = None,
+        dtypes: tuple[str, ...] = ("float64", "float32")) -> dict:
+    """Time the block Newton solve for each N and dtype; returns rows, slopes and a summary.
+
+    ``threads`` sets torch's CPU threads for the run (1 is far faster than oversubscribed cores on a shared box).
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = QUICK_SIZES if quick else SIZES
-    out: dict = {"C": C, "D": D, "depth": DEPTH, "lambda": LAM, "device": device, "rows": [], "summary": []}
-    for dtype in (torch.float64, torch.float32):
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(sizes, device, [getattr(torch, d) for d in dtypes])
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(sizes, device: str, dtypes: list[torch.dtype]) -> dict:
+    out: dict = {"C": C, "D": D, "depth": DEPTH, "lambda": LAM, "device": device,
+                 "cpu_threads": torch.get_num_threads(), "rows": [], "summary": []}
+    for dtype in dtypes:
         rows = []
         for n in sizes:
             r = time_solve(n, dtype, device)
@@ -77,11 +92,16 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         name = rows[0]["dtype"]
         out["rows"] += rows
         out[f"slope_{name}"] = slope(rows)
+        out[f"slope_per_iteration_{name}"] = slope(rows, "seconds_per_iteration")
         for r in rows:
             out["summary"].append({"figure": f"block Newton solve N={r['N']} C={C} {name}", "value": r["seconds"],
-                                   "unit": "s", "note": f"{r['iterations']} iterations, {device}"})
+                                   "unit": "s",
+                                   "note": f"{r['iterations']} iterations, {device}, {out['cpu_threads']} threads"})
         out["summary"].append({"figure": f"block Newton scaling exponent {name}", "value": out[f"slope_{name}"],
                                "unit": "log-log slope", "note": f"N = {sizes[0]}…{sizes[-1]}"})
+        out["summary"].append({"figure": f"block Newton time per iteration, exponent {name}",
+                               "value": out[f"slope_per_iteration_{name}"], "unit": "log-log slope",
+                               "note": "O(C N³) expected for large N"})
     return out
 
 
@@ -89,6 +109,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     args = ap.parse_args()
-    result = run(quick=args.quick, device=args.device)
+    result = run(quick=args.quick, device=args.device, threads=args.threads, dtypes=tuple(args.dtypes))
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))

@@ -84,6 +84,7 @@ def cached(root: Path, tag: str, **overrides) -> dict[str, np.ndarray]:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, args_json=np.array(key), **data)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data root should stay readable
             os.replace(tmp, path)  # atomic: concurrent loaders see the old file or the whole new one
         finally:
             if os.path.exists(tmp):

@@ -23,12 +23,14 @@ its ``exec``)::
     members = [4, 8]          # a list expands to a sweep: two rows, ens_wide[members=4] and ens_wide[members=8]
 
 Method parameters are the constructor arguments (``ntkbayes.methods.get(name).param_defaults()``). A list value
-is a sweep, except for a parameter whose default is itself a list or tuple: there a list is the value and a list of
-lists is the sweep (``hidden = [[64, 64], [128]]``). To pass a literal list to a parameter whose default is not a
-list (e.g. ``None``), write a one-element sweep ``[[64, 64]]``. Types are checked against the default where one
-exists: bool for bool, int for int, int or float for float (ints become floats, so ``1`` and ``1.0`` are the same
-cell), str for str, one of the member values for a ``(str, Enum)``, list for list/tuple, table for dict; a
-default of ``None`` or no default accepts any TOML value except dates. Anything else — an unknown top-level key,
+is a sweep, except for a parameter that takes a list — its default is a list or tuple, or its annotation names
+``list``/``tuple``/``Sequence`` (``reg_grid: tuple[float, ...] | None``): there a list is the value and a list of
+lists is the sweep (``hidden = [[64, 64], [128]]``). To pass a literal list to any other parameter, write a
+one-element sweep ``[[64, 64]]``. Types are checked against the annotation where it is readable (``str | float``
+takes both; ``float | None`` takes a number) and else against the default: bool for bool, int for int, int or
+float for float (ints become floats, so ``1`` and ``1.0`` are the same cell), str for str, one of the member values
+for a ``(str, Enum)``, list for list/tuple, table for dict; a default of ``None`` or no default with no readable
+annotation accepts any TOML value except dates. Anything else — an unknown top-level key,
 method, parameter, dataset or dataset option, a wrong type, a file that is not UTF-8 or not TOML — is a
 :class:`~ntkbayes.errors.UserError` naming the file, the table and the key.
 
@@ -256,18 +258,61 @@ def _check_any(value: Any, where: str) -> Any:
     return value
 
 
-def check_value(value: Any, default: Any, where: str) -> Any:
-    """Check a TOML value against a parameter default's type; return it normalized (int → float for floats).
+#: Annotation names (the part before any ``[...]``) → the TOML kind they accept; others count as unknown.
+_ANNOTATION_KINDS = {"int": "integer", "float": "float", "str": "string", "bool": "boolean", "None": "none",
+                     "NoneType": "none", "list": "array", "tuple": "array", "List": "array", "Tuple": "array",
+                     "Sequence": "array", "Iterable": "array", "dict": "table", "Mapping": "table",
+                     "Dict": "table", "Any": "any"}
 
+
+def annotation_kinds(annotation: Any) -> frozenset[str]:
+    """TOML kinds a parameter's annotation admits ("integer", "float", "array", ...; "?" for a part it cannot
+    read, such as an Enum class). Works on string annotations (``from __future__ import annotations``)."""
+    if annotation is inspect.Parameter.empty:
+        return frozenset()
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = re.sub(r"^(?:typing\.)?Optional\[(.*)\]$", r"\1 | None", text.strip())
+    parts, depth, cur = [], 0, ""
+    for ch in text:  # split on top-level "|"
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return frozenset(_ANNOTATION_KINDS.get(p.strip().split("[", 1)[0].split(".")[-1], "?") for p in parts)
+
+
+def check_value(value: Any, default: Any, where: str, kinds: frozenset[str] = frozenset()) -> Any:
+    """Check a TOML value against a parameter's annotation ``kinds`` and its default's type; return it
+    normalized (an integer for a float parameter becomes a float).
+
+    An Enum default admits its member values. A value of a kind the annotation names is accepted (``str |
+    float`` takes both); an annotation fully understood rejects other kinds; otherwise the default's type decides.
     ``where`` is "file: [table] key" for the message.
     """
-    if default is inspect.Parameter.empty or default is None:
-        return _check_any(value, where)
-    if isinstance(default, enum.Enum):
+    if isinstance(default, enum.Enum) and (isinstance(value, str) or not kinds):
         allowed = [m.value for m in type(default)]
         if not isinstance(value, str) or value not in allowed:
             raise UserError(f"{where}: expected one of {allowed}, got {value!r}")
         return value
+    known = kinds - {"?"}
+    if "any" in known:
+        return _check_any(value, where)
+    if known:
+        kind = _type_name(value)
+        if kind in known or (kind == "integer" and "float" in known):
+            if kind == "integer" and "integer" not in known:
+                value = float(value)
+            if kind == "array" and isinstance(default, (list, tuple)) and default:
+                return [check_value(v, default[0], where) for v in value]
+            return _check_any(value, where)
+        if "?" not in kinds:
+            raise UserError(f"{where}: expected {' or '.join(sorted(known))}, got {kind} {value!r}")
+    if default is inspect.Parameter.empty or default is None:
+        return _check_any(value, where)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -311,6 +356,8 @@ def _read_toml(path: Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid TOML: nested too deeply") from None
 
 
 def _dataset_options(name: str) -> dict[str, Any] | None:
@@ -371,7 +418,9 @@ def _parse_method(path: Path, label: str, table: Any) -> MethodSpec:
         raise UserError(f"{where} method: expected a string, got {_type_name(name)}")
     if name not in methods.available():
         raise UserError(f"{where}: unknown method {name!r}; available: {', '.join(methods.available())}")
-    defaults = methods.get(name).param_defaults()
+    cls = methods.get(name)
+    defaults = cls.param_defaults()
+    annotations = {k: p.annotation for k, p in inspect.signature(cls.__init__).parameters.items()}
     params, sweep = {}, {}
     for key, value in table.items():
         if key not in defaults:
@@ -379,18 +428,19 @@ def _parse_method(path: Path, label: str, table: Any) -> MethodSpec:
                 f"{where} {key}: unknown parameter of method {name!r}; expected some of {', '.join(defaults)}"
             )
         default = defaults[key]
-        list_valued = isinstance(default, (list, tuple))
+        kinds = annotation_kinds(annotations.get(key, inspect.Parameter.empty))
+        list_valued = isinstance(default, (list, tuple)) or "array" in kinds
         is_sweep = isinstance(value, list) and (not list_valued or (value and all(isinstance(v, list)
                                                                                    for v in value)))
         if is_sweep:
             if not value:
                 raise UserError(f"{where} {key}: an empty array sweeps over nothing")
-            values = tuple(check_value(v, default, f"{where} {key}") for v in value)
+            values = tuple(check_value(v, default, f"{where} {key}", kinds) for v in value)
             if len({canonical_json(v) for v in values}) != len(values):
                 raise UserError(f"{where} {key}: the sweep {value!r} repeats a value")
             sweep[key] = values
         else:
-            params[key] = check_value(value, default, f"{where} {key}")
+            params[key] = check_value(value, default, f"{where} {key}", kinds)
     missing = [k for k, d in defaults.items() if d is inspect.Parameter.empty and k not in table]
     if missing:
         raise UserError(f"{where}: method {name!r} needs parameter(s) {', '.join(missing)}")

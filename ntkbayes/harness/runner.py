@@ -17,13 +17,16 @@ only when asked for.
 
 Measurements:
 
-- ``fit_seconds``: wall time of ``method.fit``; ``predict_seconds``: wall time of predicting test and every OOD set
+- ``fit_seconds``: wall time of ``method.fit`` (``fit_cpu_seconds``: the process's CPU time over it, all threads,
+  which tells a busy machine from a slow method); ``predict_seconds``: wall time of predicting test and every OOD set
   (not the grid). CUDA is synchronized before each clock read.
 - ``peak_memory_bytes`` over fit + predict, how it was measured in ``peak_memory_kind``: on CUDA
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` ("cuda_max_allocated": tensors only); on
   Linux CPU the process's peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the
   resident size before fit ("rss_peak_delta": everything the cell added, caches included); elsewhere the growth
   of ``ru_maxrss`` ("ru_maxrss_delta": a lower bound, 0 unless the cell beats the process's earlier peak).
+  The RSS delta misses memory the allocator reuses from earlier cells, so small cells read near 0;
+  ``peak_rss_bytes`` adds the process's absolute peak RSS over fit + predict (Linux; libraries included).
 
 Threads: a suite's ``threads`` (or ``--threads``) sets ``torch.set_num_threads`` before each cell. Small networks
 on a busy CPU train far faster with one thread: measured on this 2-core machine under load, the smoke suite's MAP
@@ -148,28 +151,38 @@ def _proc_status_kb(key: str) -> int | None:
     return None
 
 
+def _reset_hwm() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS through /proc/self/clear_refs (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _proc_status_kb("VmHWM") is not None
+
+
 class _PeakMemory:
     """Peak memory of a code region on ``dev`` (see the module docstring for the three kinds)."""
 
     def __init__(self, dev: torch.device) -> None:
         self.dev = dev
+        self.hwm_reset = _reset_hwm()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
             self.kind = "cuda_max_allocated"
             return
         self.start = _proc_status_kb("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
-            ok = self.start is not None and _proc_status_kb("VmHWM") is not None
-        except OSError:
-            ok = False
-        if ok:
+        if self.hwm_reset and self.start is not None:
             self.kind = "rss_peak_delta"
         else:
             self.kind = "ru_maxrss_delta"
             self.start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def host_peak_bytes(self) -> int | None:
+        """Peak resident set size of the whole process over the region (libraries included), when measurable."""
+        hwm = _proc_status_kb("VmHWM") if self.hwm_reset else None
+        return None if hwm is None else hwm * 1024
 
     def peak_bytes(self) -> int:
         if self.kind == "cuda_max_allocated":
@@ -275,17 +288,17 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         method = methods.create(cell.method, **dict(cell.params))
         stage = "fit"
         mem = _PeakMemory(dev)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         method.fit(data, seed=cell.seed, device=dev)
         _sync(dev)
-        fit_seconds = time.perf_counter() - t0
+        fit_seconds, fit_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         stage = "predict"
         t0 = time.perf_counter()
         test_pred = method.predict(data.test.x)
         ood_preds = {name: method.predict(x) for name, x in data.ood.items()}
         _sync(dev)
         predict_seconds = time.perf_counter() - t0
-        peak = mem.peak_bytes()
+        peak, host_peak = mem.peak_bytes(), mem.host_peak_bytes()
         arrays = prediction_arrays(test_pred, data.test.y, ood_preds)
         if data.feature_shape == (2,):
             stage = "grid"
@@ -298,8 +311,8 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
             status=STATUS_OK, error=None, failed_stage=None,
             metrics={k: float(v) for k, v in scores.items()},
             fit_info=json_safe(method.fit_info()),
-            fit_seconds=fit_seconds, predict_seconds=predict_seconds,
-            peak_memory_bytes=int(peak), peak_memory_kind=mem.kind,
+            fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds, predict_seconds=predict_seconds,
+            peak_memory_bytes=int(peak), peak_memory_kind=mem.kind, peak_rss_bytes=host_peak,
             predictions=f"predictions/{cell.run_id}.npz",
         )
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, the suite goes on
@@ -307,7 +320,8 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         record.update(
             status=STATUS_FAILED, error=f"{type(e).__name__}: {e}", failed_stage=stage,
             traceback="\n".join(tb[-TRACEBACK_LINES:]), metrics={}, fit_info={}, fit_seconds=None,
-            predict_seconds=None, peak_memory_bytes=None, peak_memory_kind=None, predictions=None,
+            fit_cpu_seconds=None, predict_seconds=None, peak_memory_bytes=None, peak_memory_kind=None,
+            peak_rss_bytes=None, predictions=None,
         )
         record.setdefault("device", None)
         arrays = {}

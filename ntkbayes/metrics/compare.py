@@ -143,7 +143,40 @@ def spearman(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> floa
     return float(np.clip((rx @ ry) / (sx * sy), -1.0, 1.0))
 
 
-def energy_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _check_members(a: torch.Tensor, b: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"{what}: expected (S_a, N, C) and (S_b, N, C), got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+def mean_pairwise_distance(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Per point, the mean Euclidean distance over all S_a · S_b member pairs (self-pairs included when b is a).
+
+    Args:
+        a: (S_a, N, C) member probabilities.
+        b: (S_b, N, C) member probabilities; default ``a`` (then E‖X − X'‖ of the V-statistic).
+
+    Returns:
+        (N,) float64. Computed in blocks of points holding at most ``PAIR_BLOCK_ELEMENTS`` pairs, with exact
+        coordinate differences (no ‖x‖² + ‖y‖² − 2x·y shortcut), so equal members are at distance exactly 0.
+    """
+    a, b = _check_members(a, a if b is None else b, "mean_pairwise_distance")
+    sa, n, _ = a.shape
+    sb = b.shape[0]
+    at, bt = a.transpose(0, 1), b.transpose(0, 1)  # (N, S, C)
+    block = max(1, PAIR_BLOCK_ELEMENTS // (sa * sb))
+    out = torch.empty(n, dtype=torch.float64)
+    for lo in range(0, n, block):
+        d = torch.cdist(at[lo:lo + block], bt[lo:lo + block], compute_mode="donot_use_mm_for_euclid_dist")
+        out[lo:lo + block] = d.mean((1, 2))
+    return out
+
+
+def energy_distance(
+    a: torch.Tensor, b: torch.Tensor, *, self_a: torch.Tensor | None = None, self_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-point energy distance between two empirical distributions of member probability vectors.
 
     E(P, Q) = sqrt(2 E‖X − Y‖ − E‖X − X'‖ − E‖Y − Y'‖) with X, X' ~ P (the S_a rows ``a[:, i]``), Y, Y' ~ Q
@@ -157,28 +190,15 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Args:
         a: (S_a, N, C) member probabilities.
         b: (S_b, N, C) member probabilities on the same N points and C classes.
+        self_a, self_b: optional (N,) ``mean_pairwise_distance(a)`` and ``(b)``, to reuse across many pairs.
 
     Returns:
         (N,) float64, ≥ 0.
     """
-    a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.as_tensor(b, dtype=torch.float64)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"energy_distance: expected (S_a, N, C) and (S_b, N, C), got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    sa, n, _ = a.shape
-    sb = b.shape[0]
-    at, bt = a.transpose(0, 1), b.transpose(0, 1)  # (N, S, C)
-    block = max(1, PAIR_BLOCK_ELEMENTS // max(sa, sb) ** 2)
-    out = torch.empty(n, dtype=torch.float64)
-    mode = "donot_use_mm_for_euclid_dist"  # exact differences: identical members give exactly 0
-    for lo in range(0, n, block):
-        x, y = at[lo:lo + block], bt[lo:lo + block]
-        dxy = torch.cdist(x, y, compute_mode=mode).mean((1, 2))
-        dxx = torch.cdist(x, x, compute_mode=mode).mean((1, 2))
-        dyy = torch.cdist(y, y, compute_mode=mode).mean((1, 2))
-        out[lo:lo + block] = (2.0 * dxy - dxx - dyy).clamp_min(0.0).sqrt()
-    return out
+    a, b = _check_members(a, b, "energy_distance")
+    dxx = mean_pairwise_distance(a) if self_a is None else self_a
+    dyy = mean_pairwise_distance(b) if self_b is None else self_b
+    return (2.0 * mean_pairwise_distance(a, b) - dxx - dyy).clamp_min(0.0).sqrt()
 
 
 def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -195,11 +215,7 @@ def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Returns:
         (N,) float64 in [0, 1].
     """
-    a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.as_tensor(b, dtype=torch.float64)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"wasserstein1: expected (S_a, N, C) and (S_b, N, C), got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+    a, b = _check_members(a, b, "wasserstein1")
     sa, n, c = a.shape
     sb = b.shape[0]
     x = a.permute(1, 2, 0).reshape(n * c, sa).sort(-1).values.contiguous()  # (N·C, S_a)
@@ -212,12 +228,19 @@ def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((fx - fy).abs() * deltas).sum(-1).reshape(n, c).mean(-1)
 
 
-def compare(pred_a: Predictive, pred_b: Predictive) -> dict[str, float]:
+def compare(
+    pred_a: Predictive,
+    pred_b: Predictive,
+    *,
+    self_distances: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+) -> dict[str, float]:
     """All comparison measures between two predictives on the same N points and C classes.
 
     Args:
         pred_a: Predictive with member_probs (S_a, N, C).
         pred_b: Predictive with member_probs (S_b, N, C).
+        self_distances: optional (N,) ``mean_pairwise_distance`` of each side's members, so that comparing one
+            method with many others computes its O(S²) self term once.
 
     Returns:
         Dict with the keys of ``MEASURES`` and ``spearman/<score>`` for each score in ``SCORES``; every value a
@@ -244,7 +267,10 @@ def compare(pred_a: Predictive, pred_b: Predictive) -> dict[str, float]:
     }
     sampled = min(pred_a.num_members, pred_b.num_members) >= MIN_MEMBERS_FOR_DISTRIBUTION
     a, b = pred_a.member_probs, pred_b.member_probs
-    out["energy"] = float(energy_distance(a, b).mean()) if sampled else float("nan")
+    if sampled:
+        out["energy"] = float(energy_distance(a, b, self_a=self_distances[0], self_b=self_distances[1]).mean())
+    else:
+        out["energy"] = float("nan")
     out["w1"] = float(wasserstein1(a, b).mean()) if sampled else float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -261,6 +287,7 @@ __all__ = [
     "energy_distance",
     "js_divergence",
     "kl_divergence",
+    "mean_pairwise_distance",
     "spearman",
     "top1_agreement",
     "total_variation",

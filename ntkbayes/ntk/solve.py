@@ -111,9 +111,7 @@ class NewtonResult:
         }
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# input handling
-# ---------------------------------------------------------------------------------------------------------------
+# ---- input handling ----
 def _members(m: Tensor | None, N: int, C: int, ref: Tensor, name: str) -> Tensor:
     """Prior means as (B, N, C) in ref's dtype/device; accepts (N, C), (B, N, C), (N*C,), (B, N*C) or None (zero)."""
     if m is None:
@@ -236,9 +234,7 @@ def _newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_ite
     return a, psi, iters, conv, dpsi
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# full (sample-major NC × NC) Newton — math.md (c)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- full (sample-major NC × NC) Newton — math.md (c) ----
 def _full_factor(S: Tensor, K4: Tensor, scale: float) -> Tensor:
     """chol(I + S K S) for blockdiag S (b, N, C, C) and K4 (N, C, N, C) → (b, NC, NC)."""
     b, N, C, _ = S.shape
@@ -320,9 +316,7 @@ def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float =
                  for i in range(0, m.shape[0], chunk)])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# block Newton = R&W Algorithm 3.3 with a prior mean — math.md (c)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- block Newton = R&W Algorithm 3.3 with a prior mean — math.md (c) ----
 def _block_factor(Kc: Tensor, sq: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """E_c = D_c^½ L_c⁻ᵀ L_c⁻¹ D_c^½ with L_c = chol(I + D_c^½ K_c D_c^½); also Σ_c log|L_c| (b,). sq (b, C, N)."""
     A = (scale * Kc) * sq.unsqueeze(-1) * sq.unsqueeze(-2)
@@ -437,9 +431,7 @@ def prior_mean(model: torch.nn.Module, x: Tensor, anchor: str | Anchor = Anchor.
     return (f0 + jv).detach()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Laplace predictive at test points — math.md (d)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Laplace predictive at test points — math.md (d) ----
 def _flat_cross(K: Tensor, N: int, C: int, name: str) -> Tensor:
     """Test-train kernel → flat (MC, NC): from (M, N, C, C), flat (MC, NC), or scalar (M, N) (⊗ I_C)."""
     K = torch.as_tensor(K)
@@ -473,9 +465,7 @@ def _star_blocks(K: Tensor, M: int, C: int, joint: bool) -> Tensor:
         return K[torch.arange(M), torch.arange(M)]
     if K.shape == (M * C, M * C):
         return K.view(M, C, M, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
-    if K.shape == (M, M):
-        return K.diagonal()[:, None, None] * eye
-    raise ValueError(f"K_star_star: expected (M, C, C), (M,), (M, M, C, C), (M*C, M*C) or (M, M) with M={M}, C={C}, "
+    raise ValueError(f"K_star_star: expected (M, C, C), (M,), (M, M, C, C) or (M*C, M*C) with M={M}, C={C}, "
                      f"got {tuple(K.shape)}")
 
 
@@ -499,7 +489,7 @@ def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None =
         result: from :func:`newton_full` / :func:`newton_block` (factors kept for the covariance).
         K_star_X: full form: (M, N, C, C), flat (MC, NC) or scalar (M, N) (⊗ I_C); block form: (M, N) or (C, M, N).
         K_star_star: None (mean only); full form: (M, C, C) blocks, (M,) scalar diagonal, or (MC, MC) /
-            (M, M, C, C) / (M, M) (needed as such for ``joint``); block form: (M,) or (C, M) diagonals.
+            (M, M, C, C) (or (M, M) scalar, for ``joint``); block form: (M,) or (C, M) diagonals.
         m_star: prior mean at the test points (M, C) or (B, M, C) (anchor: module docstring); None = zero.
         joint: full form only: return the joint (B, MC, MC) covariance instead of per-point blocks.
         block_size: test points per chunk.
@@ -573,9 +563,7 @@ def _cov_full(result: NewtonResult, Kx: Tensor, K_star_star: Tensor, M: int, joi
 predict_mean_cov = predict
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# softmax predictive — math.md (d)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- softmax predictive — math.md (d) ----
 def sample_logits(mean: Tensor, cov: Tensor, num_samples: int,
                   generator: torch.Generator | None = None) -> Tensor:
     """Draws f^(s) = μ* + Σ*^{1/2} z^(s) (symmetric root via eigh, robust to singular Σ*).
@@ -618,9 +606,7 @@ softmax_predictive_mc = softmax_mc
 softmax_predictive_probit = softmax_probit
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# λ → 0 label-smoothed interpolant — math.md (c)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- λ → 0 label-smoothed interpolant — math.md (c) ----
 @dataclass
 class InterpolantResult:
     """Min-‖θ−θ0‖ interpolant of label-smoothed targets (anchor θ0, λ → 0).

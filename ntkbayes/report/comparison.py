@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import STATUS_OK, ResultsStore
-from ntkbayes.metrics.compare import compare
+from ntkbayes.metrics.compare import MIN_MEMBERS_FOR_DISTRIBUTION, compare, mean_pairwise_distance
 from ntkbayes.predictive import SCORES, Predictive
 from ntkbayes.report.leaderboard import effective_records, long_frame
 
@@ -137,6 +138,14 @@ def _mean_over_seeds(per_seed: list[dict[tuple[str, str], float]], labels: list[
     return mean, count
 
 
+def _self_distance(cache: dict, key: tuple[str, str], pred: Predictive) -> torch.Tensor | None:
+    """E‖X − X'‖ per point of one method's members, computed once per (method, split), not once per pair."""
+    if key not in cache:
+        sampled = pred.num_members >= MIN_MEMBERS_FOR_DISTRIBUTION
+        cache[key] = mean_pairwise_distance(pred.member_probs) if sampled else None
+    return cache[key]
+
+
 def compare_dataset(store: ResultsStore, seeds: Mapping[int, Mapping[str, dict]]) -> dict[str, pd.DataFrame]:
     """Matrices of one dataset: ``"<split>/<measure>"`` → DataFrame (M × M), averaged over seeds.
 
@@ -147,6 +156,8 @@ def compare_dataset(store: ResultsStore, seeds: Mapping[int, Mapping[str, dict]]
     pairs_per_split: dict[str, list[dict[tuple[str, str], float]]] = defaultdict(list)
     for seed in sorted(seeds):
         preds = {lab: load_predictives(store, rec) for lab, rec in seeds[seed].items()}
+        cache: dict[tuple[str, str], torch.Tensor | None] = {}
+
         splits = sorted({s for p in preds.values() for s in p})
         for split in splits:
             have = [lab for lab in labels if lab in preds and split in preds[lab]]
@@ -158,7 +169,8 @@ def compare_dataset(store: ResultsStore, seeds: Mapping[int, Mapping[str, dict]]
                     if pa.member_probs.shape[1:] != pb.member_probs.shape[1:]:
                         raise ValueError(f"seed {seed}, split {split}: {a!r} and {b!r} predicted on different "
                                          f"points ({tuple(pa.member_probs.shape)} vs {tuple(pb.member_probs.shape)})")
-                    res = compare(pa, pb)
+                    selfs = (_self_distance(cache, (a, split), pa), _self_distance(cache, (b, split), pb))
+                    res = compare(pa, pb, self_distances=selfs)
                     flipped = {**res, "kl_ab": res["kl_ba"], "kl_ba": res["kl_ab"]}
                     for name, (key, *_rest) in MATRIX_MEASURES.items():
                         seed_cells[name][(a, b)] = res[key]

@@ -72,6 +72,11 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
+def _suptitle(fig: Figure, text: str) -> None:
+    """Figure title, wrapped to the figure's width (about 9 characters per inch at the default size)."""
+    fig.suptitle(textwrap.fill(text, max(30, int(fig.get_figwidth() * 9))))
+
+
 def _grid(fig: Figure, n: int, ncols: int | None = None, **kw):
     ncols = min(n, ncols or MAX_COLUMNS)
     nrows = math.ceil(n / ncols)
@@ -138,7 +143,7 @@ def reliability_diagrams(
         ax.set_ylabel("accuracy", fontsize=9)
         ax.tick_params(labelsize=8)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
-    fig.suptitle(title or f"Reliability diagrams ({n_bins} equal-width bins, last bin closed)")
+    _suptitle(fig, title or f"Reliability diagrams ({n_bins} equal-width bins, last bin closed)")
     return _save(fig, stem)
 
 
@@ -182,6 +187,7 @@ def ood_histograms(
                 # e.g. mutual information of a single network (S = 1): identically 0, nothing to separate
                 ax.text(0.5, 0.5, f"constant: {hi:.3g}\n(no spread to show)", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="0.4")
+                ax.set_xticks([])
                 ax.set_yticks([])
                 continue
             edges = np.linspace(lo, hi, bins + 1)
@@ -194,8 +200,8 @@ def ood_histograms(
             ax.tick_params(labelsize=7)
     handles = [h for ax in axes.ravel() for h in [ax.get_legend_handles_labels()] if h[0]]
     if handles:
-        fig.legend(*handles[0], loc="outside upper right", fontsize=8)
-    fig.suptitle(title or f"Uncertainty scores: ID test vs {ood_name} (larger = more OOD)")
+        fig.legend(*handles[0], loc="outside lower center", ncols=2, fontsize=8)
+    _suptitle(fig, title or f"Uncertainty scores: ID test vs {ood_name} (larger = more OOD)")
     return _save(fig, stem)
 
 
@@ -218,7 +224,8 @@ def risk_coverage_curves(
     _check_mapping(data, "risk_coverage_curves: data")
     palette = method_palette(list(data))
     fig = _figure(6.5, 4.2)
-    ax = fig.subplots()
+    with sns.axes_style("whitegrid"):
+        ax = fig.subplots()
     for label, (coverage, risk) in data.items():
         coverage, risk = np.asarray(coverage, dtype=np.float64), np.asarray(risk, dtype=np.float64)
         ax.plot(coverage, risk, color=palette[label], lw=1.6, label=f"{label} (AURC {risk.mean():.3f})")
@@ -227,7 +234,7 @@ def risk_coverage_curves(
     ax.set_xlabel("coverage (fraction of most confident test points kept)")
     ax.set_ylabel("risk (error rate among kept points)")
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(title or "Risk–coverage curves (lower is better)")
+    ax.set_title(textwrap.fill(title or "Risk–coverage curves (lower is better)", 60))
     return _save(fig, stem)
 
 
@@ -317,7 +324,7 @@ def uncertainty_maps(
         axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
     fig.colorbar(conf_im, ax=axes[0::2, :].ravel().tolist(), label="max_c p (confidence)", shrink=0.9)
     fig.colorbar(mi_im, ax=axes[1::2, :].ravel().tolist(), label="mutual information (nats)", shrink=0.9)
-    fig.suptitle(title or "Predictive confidence and mutual information over the plane")
+    _suptitle(fig, title or "Predictive confidence and mutual information over the plane")
     return _save(fig, stem)
 
 
@@ -381,7 +388,7 @@ def comparison_heatmaps(
         ax.set_ylabel("method a", fontsize=8)
         cbar = fig.colorbar(im, ax=ax, shrink=0.7)
         cbar.ax.tick_params(labelsize=7)
-    fig.suptitle(title or "Method-to-method comparison")
+    _suptitle(fig, title or "Method-to-method comparison")
     return _save(fig, stem)
 
 
@@ -447,7 +454,7 @@ def lazy_curves(
         axes[0].get_legend().remove()
         fig.legend(handles, labels, title=hue_title, loc="outside right center", fontsize=8)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     return _save(fig, stem)
 
 

@@ -174,6 +174,15 @@ def _pooled_test(arrays: Mapping[tuple[int, str], Mapping[str, np.ndarray]], lab
 
 
 # -- the page ----------------------------------------------------------------------------------------------------
+def _compared_all(root: Path, dataset: str, seeds: Mapping[int, Mapping[str, dict]]) -> bool:
+    """Whether DIR/compare/<dataset>/ holds a test matrix over every method (not one filtered by --methods)."""
+    path = compare_dir(root, dataset) / "test__js.csv"
+    if not path.exists():
+        return False
+    labels = {lab for ms in seeds.values() for lab in ms}
+    return set(pd.read_csv(path, index_col=0).index.astype(str)) == labels
+
+
 def _provenance(records: list[dict]) -> str:
     ok = [r for r in records if r["status"] == "ok"]
     failed = [r for r in records if r["status"] != "ok"]
@@ -280,10 +289,11 @@ def build_report(dir: str | Path, output: str | Path | None = None, *, force: bo
     runs = load_runs(root)  # UserError when there is no ok record
     since = math.inf if force else (root / RECORDS_FILE).stat().st_mtime
     summary = root / "compare" / "summary.md"
-    if _stale(summary, since) or any(not compare_dir(root, ds).is_dir() for ds in runs):
+    if _stale(summary, since) or not all(_compared_all(root, ds, seeds) for ds, seeds in runs.items()):
         compare_store(root)
     figs = build_figures(root, force=force)
-    board = leaderboard(root, "html", standalone=False)
+    # the fragment titles each dataset with <h2>; one level down keeps this page's outline
+    board = leaderboard(root, "html", standalone=False).replace("<h2>", "<h3>").replace("</h2>", "</h3>")
     datasets = sorted(runs)
     nav = "".join(f'<li><a href="#data-{_esc(safe_name(d))}">{_esc(d)}</a></li>' for d in datasets)
     body = [

@@ -170,6 +170,10 @@ def aggregate(long: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Da
         row_order = list(dict.fromkeys(runs["method"]))
         counts = {m: (int((g["status"] == "ok").sum()), int((g["status"] != "ok").sum()), len(g))
                   for m, g in runs.groupby("method", sort=False)}
+        if not chosen:  # nothing to tabulate (every run failed): keep the rows so the failures show
+            out += [{"dataset": ds, "method": m, "metric": None, "mean": math.nan, "std": math.nan, "n": 0,
+                     "n_ok": counts[m][0], "n_failed": counts[m][1], "n_runs": counts[m][2],
+                     "higher_is_better": False} for m in row_order]
         for key in chosen:
             higher = higher_is_better(key)
             vals = dsdf[(dsdf["metric"] == key) & (dsdf["status"] == "ok")]
@@ -224,7 +228,7 @@ def _n_text(n_ok: int, n_failed: int, n_runs: int) -> str:
 def _tables(agg: pd.DataFrame):
     """Per dataset: (dataset, metric keys, rows) with rows = (method, n text, [(text, rank, best)], mean rank)."""
     for ds, g in agg.groupby("dataset", sort=False):
-        keys = list(dict.fromkeys(g["metric"]))
+        keys = [k for k in dict.fromkeys(g["metric"]) if isinstance(k, str)]
         dec = {k: _decimals(g.loc[g["metric"] == k, "mean"]) for k in keys}
         rows = []
         for m, gm in g.groupby("method", sort=False):
@@ -267,14 +271,14 @@ def to_markdown(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: s
     """Markdown: a heading and a table per dataset."""
     lines = [f"# {title}", "", summary_text() + (" " + conventions if conventions else ""), ""]
     for ds, keys, rows in _tables(agg):
-        lines += [f"## {ds}", "", "| method | n | " + " | ".join(f"{k} {_arrow(k)}" for k in keys)
-                  + " | mean rank |", "|" + "---|" * (len(keys) + 3)]
+        header = ["method", "n", *(f"{k} {_arrow(k)}" for k in keys), "mean rank"]
+        lines += [f"## {ds}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for m, n, cells, mean_rank in rows:
             parts = []
             for text, rank, best in cells:
                 t = f"**{text}**" if best else text
                 parts.append(t + (f" {rank.translate(_SUPERSCRIPT)}" if rank else ""))
-            lines.append(f"| {_md_escape(m)} | {n} | " + " | ".join(parts) + f" | {mean_rank} |")
+            lines.append("| " + " | ".join([_md_escape(m), n, *parts, mean_rank]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -304,15 +308,16 @@ def to_latex(agg: pd.DataFrame, *, conventions: str = "") -> str:
         out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption.strip()}}}",
                 rf"\label{{tab:leaderboard-{re.sub(r'[^A-Za-z0-9]+', '-', ds)}}}",
                 r"\begin{tabular}{ll" + "c" * len(keys) + "c}", r"\toprule",
-                "Method & $n$ & " + " & ".join(f"{latex_escape(k)} {_LATEX_ARROW[higher_is_better(k)]}" for k in keys)
-                + r" & mean rank \\", r"\midrule"]
+                " & ".join(["Method", "$n$", *(f"{latex_escape(k)} {_LATEX_ARROW[higher_is_better(k)]}"
+                                               for k in keys), "mean rank"]) + r" \\", r"\midrule"]
         for m, n, cells, mean_rank in rows:
             parts = []
             for text, rank, best in cells:
-                t = latex_escape(text).replace("±", r"$\pm$")
+                t = latex_escape(text).replace("±", r"$\pm$").replace("–", "--")
                 t = rf"\textbf{{{t}}}" if best else t
                 parts.append(t + (rf"\textsuperscript{{{rank}}}" if rank else ""))
-            out.append(f"{latex_escape(m)} & {latex_escape(n)} & " + " & ".join(parts) + f" & {mean_rank} \\\\")
+            out.append(" & ".join([latex_escape(m), latex_escape(n), *parts, mean_rank.replace("–", "--")])
+                       + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 

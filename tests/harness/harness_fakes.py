@@ -2,7 +2,8 @@
 
 - method ``_test_logreg``: multinomial logistic regression fitted by full-batch gradient descent in float64 in a
   few steps; ``members`` > 1 gives a bootstrap ensemble (S > 1); ``fail="raise"`` raises in fit, ``fail="nan"``
-  makes the weights NaN so the Predictive is invalid.
+  makes the weights NaN so the Predictive is invalid; ``sleep`` seconds of pretend work; ``alloc_mb`` MiB
+  allocated and freed in fit.
 - datasets ``_tiny`` (Gaussian blobs from ``tests/conftest.py``'s ``tiny_splits``; ``dim = 2`` makes it 2-D) and
   ``_missing`` (raises ``DataMissingError``).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,15 +45,22 @@ class FakeLogReg(Method):
 
     name = METHOD
 
-    def __init__(self, steps: int = 30, lr: float = 0.5, members: int = 1, fail: str = "none"):
+    def __init__(self, steps: int = 30, lr: float = 0.5, members: int = 1, fail: str = "none", sleep: float = 0.0,
+                 alloc_mb: int = 0):
         self.steps = steps
         self.lr = lr
         self.members = members
         self.fail = fail
+        self.sleep = sleep
+        self.alloc_mb = alloc_mb
 
     def _fit(self, data, seed, device):
         if self.fail == "raise":
             raise RuntimeError("boom in fit")
+        time.sleep(self.sleep)
+        if self.alloc_mb:  # a transient allocation the runner's peak-memory measurement must see
+            scratch = torch.ones(self.alloc_mb * 2**20 // 8, dtype=torch.float64)
+            del scratch
         g = torch.Generator().manual_seed(seed)
         x, y = data.train.x.double(), data.train.y
         ws = []

@@ -58,7 +58,8 @@ def test_grid_expansion_counts_order_and_labels(tmp_path):
     assert [(c.dataset_label, c.seed) for c in cells[::5]] == [("_tiny", 0), ("_tiny", 1), ("flat", 0), ("flat", 1)]
     ens = cells[1]
     assert ens.params == {"members": 2, "lr": 0.1}  # explicit, passed to methods.create
-    assert ens.resolved_params == {"steps": 30, "lr": 0.1, "members": 2, "fail": "none"}
+    assert ens.resolved_params == {"steps": 30, "lr": 0.1, "members": 2, "fail": "none", "sleep": 0.0,
+                                   "alloc_mb": 0}
     assert cells[0].dataset_options == {"n": 60}
     assert cells[0].resolved_options == {"n": 60, "classes": 3, "dim": 4}
     assert isinstance(cells[2].params["lr"], float)  # TOML int 1 for a float parameter becomes 1.0
@@ -68,7 +69,8 @@ def test_grid_expansion_counts_order_and_labels(tmp_path):
 def test_run_id_is_sha256_of_canonical_json_and_stable(tmp_path):
     cell = load_suite(write(tmp_path, GOOD)).cells()[0]
     payload = {"dataset": "_tiny", "dataset_options": {"classes": 3, "dim": 4, "n": 60}, "method": "_test_logreg",
-               "params": {"fail": "none", "lr": 0.5, "members": 1, "steps": 5}, "seed": 0}
+               "params": {"alloc_mb": 0, "fail": "none", "lr": 0.5, "members": 1, "sleep": 0.0, "steps": 5},
+               "seed": 0}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert cell.run_id == hashlib.sha256(text.encode()).hexdigest()[:16]
     assert canonical_json(payload) == text
@@ -140,6 +142,7 @@ BASE = """
         ("seeds = [-1]\n[datasets._tiny]\n[methods._test_logreg]\n", ["seeds", "≥ 0"]),
         ("[datasets._tiny]\n[methods._test_logreg]\n", ["'seeds'"]),
         ("device = 'tpu'\n" + BASE, ["device", "tpu"]),
+        ("threads = 0\n" + BASE, ["threads", "≥ 1"]),
         ("seeds = [0]\n[methods._test_logreg]\n", ["[datasets.<label>]"]),
         ("seeds = [0]\ndatasets = 3\n[methods._test_logreg]\n", ["[datasets]"]),
         ("seeds = [0]\n[datasets._tiny]\n[methods]\n", ["[methods]"]),
@@ -147,6 +150,7 @@ BASE = """
         ("seeds = [0]\n[datasets._tiny]\n[methods]\n_test_logreg = 3\n", ["[methods._test_logreg]", "table"]),
         ("seeds = [0\n", ["invalid TOML"]),
         ("seeds = [0]\nseeds = [1]\n", ["invalid TOML"]),
+        ("seeds = " + "[" * 5000 + "]" * 5000 + "\n", ["invalid TOML", "nested too deeply"]),
     ],
 )
 def test_bad_suites_name_file_table_and_key(tmp_path, text, needles):
@@ -166,6 +170,39 @@ def test_non_utf8_and_missing_files(tmp_path):
         load_suite(p)
     with pytest.raises(UserError, match="suite file not found"):
         load_suite(tmp_path / "nope.toml")
+
+
+def test_annotations_widen_types_and_mark_list_parameters():
+    from ntkbayes.harness.config import annotation_kinds
+    from ntkbayes.methods import base
+    from ntkbayes.methods.base import Method
+
+    assert annotation_kinds("tuple[float, ...] | None") == {"array", "none"}
+    assert annotation_kinds("Optional[Dict[str, int]]") == {"table", "none"}
+    assert annotation_kinds("str | Mode") == {"string", "?"}
+
+    class Annotated(Method):
+        name = "_test_annotated"
+
+        def __init__(self, scale: str | float = "median", tol: float | None = None,
+                     grid: tuple[float, ...] | None = None):
+            self.scale, self.tol, self.grid = scale, tol, grid
+
+    def parse(params):
+        return parse_suite({"seeds": [0], "datasets": {"_tiny": {}},
+                            "methods": {"a": {"method": "_test_annotated", **params}}}, "x.toml")
+
+    try:
+        cells = parse({"scale": ["median", 2], "tol": 1, "grid": [0.1, 1]}).cells()
+        assert [c.params["scale"] for c in cells] == ["median", 2.0]  # str | float: both; 2 → 2.0
+        assert cells[0].params["tol"] == 1.0 and cells[0].params["grid"] == [0.1, 1.0]  # a list, not a sweep
+        assert [c.params["grid"] for c in parse({"grid": [[0.1], [1, 2]]}).cells()] == [[0.1], [1.0, 2.0]]
+        with pytest.raises(UserError, match=r"\[methods.a\] tol: expected float or none, got string"):
+            parse({"tol": "small"})
+        with pytest.raises(UserError, match=r"\[methods.a\] scale: expected float or string, got boolean"):
+            parse({"scale": True})
+    finally:
+        base._REGISTRY.pop("_test_annotated", None)
 
 
 def test_enum_defaults_accept_member_values_only(tmp_path):

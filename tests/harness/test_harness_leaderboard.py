@@ -55,6 +55,8 @@ def write_store(root) -> ResultsStore:
                     if label == "A" and ds == "d1" and seed == 0:  # an earlier failure, superseded by the ok one
                         store.append({**base, "status": "failed", "error": "E: transient", "metrics": {}})
                     store.append({**base, "status": "ok", "error": None, "metrics": metrics})
+    store.append({"schema_version": SCHEMA_VERSION, "run_id": "d3-X-0", "dataset": "tiny", "dataset_label": "d3",
+                  "method": "X", "params": {}, "seed": 0, "status": "failed", "error": "MemoryError: too big"})
     return store
 
 
@@ -102,6 +104,8 @@ def test_markdown(store):
     j = lines.index("## d2")
     assert lines[j + 4] == "| A | 1 | **0.500** ¹ | **0.700** ¹ | 1.00 |"  # one seed: no ±
     assert lines[j + 5] == "| B[members=4] | 1 | **0.500** ¹ | 0.900 ² | 1.50 |"
+    k = lines.index("## d3")  # every run failed: the dataset and its rows are still shown
+    assert lines[k + 2: k + 5] == ["| method | n | mean rank |", "|---|---|---|", "| X | 0, failed (1/1) | – |"]
     only = leaderboard(store.root, "md", metrics=["ood/*/msp/*"], datasets=["d1"])
     assert "ood/far/msp/fpr95 ↓" in only and "cls/acc" not in only and "## d2" not in only
 
@@ -118,7 +122,8 @@ def test_csv_long_format_full_precision(store):
     assert acc_b[0]["params"] == '{"members":4}'
     failed = [r for r in rows if r["status"] == "failed"]
     assert [(r["dataset"], r["method"], r["seed"], r["metric"], r["value"], r["error"]) for r in failed] == [
-        ("d1", "B[members=4]", "2", "", "", "RuntimeError: boom"), ("d1", "C", "0", "", "", "RuntimeError: boom")]
+        ("d1", "B[members=4]", "2", "", "", "RuntimeError: boom"), ("d1", "C", "0", "", "", "RuntimeError: boom"),
+        ("d3", "X", "0", "", "", "MemoryError: too big")]
     # every metric by default (fpr95 too), each ok (run, metric) exactly once: the superseded failure is gone
     assert len([r for r in rows if r["status"] == "ok"]) == 3 * 6 + 2 * 6 + 2 * 2
     assert not any(r["error"] == "E: transient" for r in rows)
@@ -126,7 +131,8 @@ def test_csv_long_format_full_precision(store):
 
 def test_latex(store):
     tex = leaderboard(store.root, "latex")
-    assert tex.count(r"\begin{table}") == 2 and tex.count(r"\toprule") == 2 and tex.count(r"\bottomrule") == 2
+    assert tex.count(r"\begin{table}") == 3 and tex.count(r"\toprule") == 3 and tex.count(r"\bottomrule") == 3
+    assert r"X & 0, failed (1/1) & -- \\" in tex
     assert r"\caption{d1: Mean $\pm$ sample std (ddof = 1)" in tex
     assert "ECE with 15 equal-width bins, top-label, L1" in tex and "OOD = positive class" in tex
     assert "FPR95 = FPR at 95 \\% TPR" in tex

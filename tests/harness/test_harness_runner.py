@@ -21,13 +21,15 @@ from ntkbayes.harness.store import ResultsStore
 
 @pytest.fixture(autouse=True)
 def fakes():
+    threads = torch.get_num_threads()
     harness_fakes.register_fakes()
     yield
     harness_fakes.unregister_fakes()
+    torch.set_num_threads(threads)  # cells set it; leave other tests as they were
 
 
 def suite(methods: dict | None = None, datasets: dict | None = None, seeds=(0, 1)):
-    return parse_suite({"name": "t", "seeds": list(seeds), "device": "cpu",
+    return parse_suite({"name": "t", "seeds": list(seeds), "device": "cpu", "threads": 1,
                         "datasets": datasets or {"_tiny": {"n": 60}},
                         "methods": methods or {"_test_logreg": {"steps": 5}}}, "t.toml")
 
@@ -47,7 +49,8 @@ def test_records_predictions_and_resume(tmp_path):
                 "versions", "git_commit", "timestamp", "status", "error", "conventions"):
         assert key in r, key
     assert r["status"] == "ok" and r["error"] is None and r["suite"] == "t" and r["device"] == "cpu"
-    assert r["params"] == {"steps": 5, "lr": 0.5, "members": 3, "fail": "none"}
+    assert r["params"] == {"steps": 5, "lr": 0.5, "members": 3, "fail": "none", "sleep": 0.0,
+                           "alloc_mb": 0}
     assert r["fit_info"] == {"steps": 5, "members": 3}
     assert r["versions"]["torch"] == torch.__version__ and r["conventions"]["ece_bins"] == 15
     assert r["fit_seconds"] > 0 and r["peak_memory_bytes"] >= 0 and r["timestamp"].endswith("+00:00")
@@ -72,6 +75,27 @@ def test_records_predictions_and_resume(tmp_path):
     assert (again.ran, again.already_done) == (0, 4)
     assert len(store.records()) == 4
     assert not list((tmp_path / "claims").glob("*.json"))
+
+
+def test_threads_setting_is_applied_and_recorded(tmp_path):
+    s = parse_suite({"seeds": [0], "threads": 1, "datasets": {"_tiny": {"n": 60}},
+                     "methods": {"_test_logreg": {"steps": 3}}}, "t.toml")
+    assert s.cells()[0].threads == 1 and s.cells(threads=2)[0].threads == 2
+    assert s.cells()[0].run_id == s.cells(threads=2)[0].run_id  # not part of the cell's identity
+    record, _ = run_cell(s.cells()[0], "cpu")
+    assert record["torch_threads"] == 1 and torch.get_num_threads() == 1
+
+
+def test_peak_memory_sees_a_transient_allocation():
+    cell = suite({"_test_logreg": {"steps": 3, "alloc_mb": 256}}, seeds=(0,)).cells()[0]
+    record, _ = run_cell(cell, "cpu")
+    assert record["status"] == "ok", record.get("error")
+    if record["peak_memory_kind"] == "rss_peak_delta":  # Linux
+        assert 240 * 2**20 <= record["peak_memory_bytes"] <= record["peak_rss_bytes"]
+        small, _ = run_cell(suite({"_test_logreg": {"steps": 3}}, seeds=(0,)).cells()[0], "cpu")
+        assert small["peak_memory_bytes"] < 64 * 2**20
+    else:
+        assert record["peak_memory_kind"] == "ru_maxrss_delta" and record["peak_memory_bytes"] >= 0
 
 
 def test_grid_covers_train_data_with_margin():
@@ -119,7 +143,7 @@ def test_same_records_across_runs_and_executors(tmp_path):
         yield from reversed(done)
 
     run_suite(s, tmp_path / "b", progress=False, executor=reverse_executor)
-    strip = ("timestamp", "fit_seconds", "predict_seconds", "peak_memory_bytes")
+    strip = ("timestamp", "fit_seconds", "fit_cpu_seconds", "predict_seconds", "peak_memory_bytes", "peak_rss_bytes")
 
     def load(d):
         return {r["run_id"]: {k: v for k, v in r.items() if k not in strip} for r in ResultsStore(d).records()}
@@ -165,10 +189,12 @@ def test_two_runners_record_each_cell_once(tmp_path):
     toml.write_text(textwrap.dedent("""
         seeds = [0, 1, 2]
         device = "cpu"
+        threads = 1
         [datasets._tiny]
         n = 60
         [methods._test_logreg]
         steps = [3, 4, 5]
+        sleep = 0.5
     """))
     fakes_py = Path(harness_fakes.__file__)
     cmd = [sys.executable, str(fakes_py), "run", str(toml), "--out", str(tmp_path / "out"), "--no-progress"]

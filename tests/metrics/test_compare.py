@@ -130,8 +130,13 @@ def test_energy_distance_against_loop_and_scipy(monkeypatch):
     b = _random_members(3, 12, 4, seed=9)
     ref = _energy_loop(a.numpy(), b.numpy())
     np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=1e-10)
-    monkeypatch.setattr(cmp, "PAIR_BLOCK_ELEMENTS", 30)  # blocks of one point: same answer
+    monkeypatch.setattr(cmp, "PAIR_BLOCK_ELEMENTS", 30)  # blocks of one or two points: same answer
     np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=1e-10)
+    # precomputed self terms (reused across pairs) give the same values
+    self_a, self_b = cmp.mean_pairwise_distance(a), cmp.mean_pairwise_distance(b)
+    loop_self = [np.mean([np.linalg.norm(u - v) for u in a[:, i].numpy() for v in a[:, i].numpy()]) for i in range(12)]
+    np.testing.assert_allclose(self_a.numpy(), loop_self, rtol=1e-12)
+    np.testing.assert_allclose(cmp.energy_distance(a, b, self_a=self_a, self_b=self_b).numpy(), ref, rtol=1e-10)
     # identical member sets → exactly 0 (in another order: rounding ~1e-16 under the square root); different → > 0
     assert (cmp.energy_distance(a, a[torch.randperm(5)]) < 1e-7).all()
     assert (cmp.energy_distance(a, a) == 0).all()

@@ -161,9 +161,10 @@ def test_identity_network_kernels_exact():
 def test_blocks_cross_and_diag_consistent(act):
     # closed forms: exact up to rounding; tanh (quadrature): the cross block integrates (u, v) in the other order
     # than the square kernel's mirrored lower triangle, so they agree to the quadrature error only
-    tol = 1e-6 if act == "tanh" else 1e-12
+    # (inputs scaled so the pre-activation variances stay ≲ 2, where 100 Gauss–Hermite nodes reach ~1e-9)
+    tol = 1e-8 if act == "tanh" else 1e-12
     torch.manual_seed(1)
-    x1, x2 = torch.randn(7, 4), torch.randn(5, 4)
+    x1, x2 = 0.5 * torch.randn(7, 4), 0.5 * torch.randn(5, 4)
     full = mlp_kernels(torch.cat([x1, x2]), depth=3, activation=act)
     cross = mlp_kernels(x1, x2, depth=3, activation=act, block_rows=3)
     sq = mlp_kernels(x1, depth=3, activation=act, block_rows=2)
@@ -171,7 +172,7 @@ def test_blocks_cross_and_diag_consistent(act):
     for a, b, s, dg in zip(full, cross, sq, diag):
         assert a.dtype == torch.float64 and b.shape == (7, 5) and s.shape == (7, 7)
         assert torch.allclose(a[:7, 7:], b, rtol=tol, atol=tol)
-        assert torch.allclose(a[:7, :7], s, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(a[:7, :7], s, rtol=tol, atol=tol)
         assert torch.equal(s, s.T)
         assert torch.allclose(torch.diagonal(s), dg, rtol=1e-12, atol=1e-12)
         assert torch.linalg.eigvalsh(s).min() > -1e-10

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATASETS, METHODS, SEEDS, write_fake_store
+from fake_store import DATASETS, METHODS, SEEDS, write_fake_store
 
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import ResultsStore

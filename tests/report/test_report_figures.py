@@ -47,7 +47,8 @@ def test_plot_functions_write_pngs(tmp_path, png_only):
     _check(fg.reliability_diagrams(data, tmp_path / "rel"), ("png",))
     cov = np.arange(1, 41) / 40
     _check(fg.risk_coverage_curves({"a": (cov, np.linspace(0, 0.3, 40))}, tmp_path / "rc"), ("png",))
-    hist = {"a": {"msp": (np.random.rand(30), np.random.rand(10)), "mutual_info": (np.zeros(30), np.zeros(10))}}
+    rng = np.random.default_rng(0)
+    hist = {"a": {"msp": (rng.random(30), rng.random(10)), "mutual_info": (np.zeros(30), np.zeros(10))}}
     _check(fg.ood_histograms(hist, tmp_path / "hist", ood_name="far"), ("png",))
     df = pd.DataFrame([[0.0, np.inf], [0.5, np.nan]], index=["a", "b"], columns=["a", "b"])
     _check(fg.comparison_heatmaps({"KL": df, "JS": df.fillna(0.0)}, tmp_path / "hm",
