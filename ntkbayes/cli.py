@@ -3,7 +3,9 @@
 ``ntkbayes run [SUITE]`` runs a suite file (default ``benchmarks/suites/default.toml``; a bare name such as
 ``smoke`` means ``benchmarks/suites/smoke.toml``) into ``results/<suite name>`` and resumes where it stopped;
 ``ntkbayes list`` shows methods with their parameters and defaults, datasets with their options, and suites;
-``ntkbayes leaderboard DIR`` renders a results directory. ``compare``, ``report`` and ``lazy`` import their
+``ntkbayes leaderboard DIR`` renders a results directory. ``run --executor ray [--address ADDR]`` runs the cells on a
+Ray cluster (``ntkbayes.harness.ray_executor``); ``run --dry-run`` runs a tiny CPU version of the suite
+(``ntkbayes.harness.runner.dry_run_suite``). ``compare``, ``report`` and ``lazy`` import their
 modules only when called (``ntkbayes.report.comparison.main_compare``, ``ntkbayes.report.html.main_report``,
 ``ntkbayes.lazy.main_lazy``; each takes the parsed arguments and returns an exit status).
 
@@ -75,11 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ntkbayes.harness.config import load_suite
     from ntkbayes.harness.runner import run_suite
 
-    suite = load_suite(resolve_suite_path(args.suite))
-    out = args.out if args.out is not None else str(Path("results") / suite.name)
+    if args.address is not None and args.executor != "ray":
+        raise UserError("run: --address needs --executor ray")
+    suite = load_suite(resolve_suite_path(args.suite), unknown_methods="fail" if args.dry_run else "error")
+    name = f"{suite.name}-dry-run" if args.dry_run else suite.name
+    out = args.out if args.out is not None else str(Path("results") / name)
     summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
                         progress=not args.no_progress, download=args.download, data_root=args.root,
-                        address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads)
+                        address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads,
+                        dry_run=args.dry_run)
     print(summary)
     for label, error in summary.failures:
         print(f"  failed: {label}: {error}", file=sys.stderr)
@@ -171,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
     r.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
     r.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run")
-    r.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto)")
+    r.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto; default: start a local one)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="tiny subsets, few members/epochs, narrow networks, first seed, CPU "
+                   "(into results/<suite>-dry-run)")
     r.add_argument("--download", action="store_true", help="let dataset loaders download missing files")
     r.add_argument("--root", help="data root (default: the suite's data_root, else datasets/)")
     r.add_argument("--threads", type=int, help="torch CPU threads per cell (default: the suite's, else torch's)")

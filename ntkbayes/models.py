@@ -1,4 +1,4 @@
-"""MLP and small CNN in NTK or standard parameterization (math.md (a)).
+"""MLP and small CNN in NTK or standard parameterization (math.md (a)); a GroupNorm ResNet for CIFAR-sized images.
 
 NTK parameterization (neural-tangents ``stax.Dense(..., parameterization='ntk')``)::
 
@@ -202,12 +202,135 @@ class CNN(nn.Module):
         return self.readout(self.features(x))
 
 
+#: ResNet depths torch-uncertainty builds (``torch_uncertainty.models.resnet``'s ``arch``).
+RESNET_DEPTHS = (18, 20, 34, 44, 50, 56, 101, 110, 152, 1202)
+#: GroupNorm groups in the ResNet: BatchNorm's running statistics are buffers, which vectorized ensemble training
+#: (``training.stacked_forward``) cannot carry and which laplace-torch's curvature backends mishandle; GroupNorm
+#: has none. 8 divides every stage width when ``width`` is a multiple of 8.
+RESNET_GROUPS = 8
+
+
+class ResNet(nn.Module):
+    """torch-uncertainty's CIFAR-style ResNet (3×3 stem, no max-pool) with GroupNorm instead of BatchNorm.
+
+    x (N, channels, H, W) → logits (N, C); ``.features(x)`` (N, F) pooled features, ``.linear`` the readout.
+    Args: in_channels, out_features (C); width: stem channels (64 is the standard ResNet-18, 16 ResNet-20; must
+    be a multiple of :data:`RESNET_GROUPS`); depth: one of :data:`RESNET_DEPTHS`; activation; w_std, b_std:
+    weights ~ N(0, w_std²/fan_in) (standard parameterization, He-like for w_std≈√2), readout bias ~ N(0, b_std²);
+    dropout: torch-uncertainty's dropout rate (in blocks and before the readout).
+    """
+
+    def __init__(self, in_channels: int, out_features: int, width: int = 64, depth: int = 18,
+                 activation: str = "relu", w_std: float = 1.5, b_std: float = 0.05,
+                 parameterization: str = "standard", dropout: float = 0.0):
+        super().__init__()
+        from functools import partial
+
+        from torch_uncertainty.models import resnet
+
+        if _parameterization(parameterization) is not Parameterization.STANDARD:
+            raise ValueError("arch='resnet': parameterization must be 'standard' (torch-uncertainty layers)")
+        if int(depth) not in RESNET_DEPTHS:
+            raise ValueError(f"arch='resnet': depth must be one of {RESNET_DEPTHS} (ResNet depth), got {depth}")
+        if int(width) < RESNET_GROUPS or int(width) % RESNET_GROUPS:
+            raise ValueError(f"arch='resnet': width must be a positive multiple of {RESNET_GROUPS}, got {width}")
+        base = 16 if int(depth) in (20, 44, 56, 110, 1202) else 64
+        self.w_std, self.b_std = float(w_std), float(b_std)
+        self.net = resnet(in_channels, out_features, int(depth), dropout_rate=float(dropout),
+                          width_multiplier=int(width) / base, style="cifar", activation_fn=activation_fn(activation),
+                          normalization_layer=partial(nn.GroupNorm, RESNET_GROUPS))
+        self.reset_parameters()
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.net.linear
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            for m in self.net.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.weight.normal_(generator=generator).mul_(self.w_std / math.sqrt(m.weight[0].numel()))
+                    if m.bias is not None:
+                        m.bias.normal_(generator=generator).mul_(self.b_std)
+                elif isinstance(m, nn.GroupNorm):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) pooled features (the readout's input)."""
+        return self.net.feats_forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def build_model(feature_shape: tuple[int, ...], num_classes: int, arch: str = "mlp", **kwargs) -> nn.Module:
-    """An MLP for flat/any inputs or a CNN for (channels, H, W) images."""
+    """An MLP for flat/any inputs, or a CNN / ResNet for (channels, H, W) images."""
     if arch == "mlp":
         return MLP(math.prod(feature_shape), num_classes, **kwargs)
-    if arch == "cnn":
+    if arch in ("cnn", "resnet"):
         if len(feature_shape) != 3:
-            raise ValueError(f"arch='cnn' needs image inputs (channels, H, W), got feature shape {feature_shape}")
-        return CNN(feature_shape[0], num_classes, **kwargs)
-    raise ValueError(f"unknown arch {arch!r}; expected 'mlp' or 'cnn'")
+            raise ValueError(f"arch={arch!r} needs image inputs (channels, H, W), got feature shape {feature_shape}")
+        return (CNN if arch == "cnn" else ResNet)(feature_shape[0], num_classes, **kwargs)
+    raise ValueError(f"unknown arch {arch!r}; expected 'mlp', 'cnn' or 'resnet'")
+
+
+class _Elementwise(nn.Module):
+    """An :class:`Activation` as a module (for :func:`as_torch_layers`)."""
+
+    def __init__(self, activation: Activation):
+        super().__init__()
+        self.activation = Activation(activation)
+        self.fn = activation_fn(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class _GlobalAvgPool(nn.Module):
+    """(N, F, H, W) → (N, F) mean over the spatial axes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def _linear_from(layer: Dense) -> nn.Linear:
+    out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                    device=layer.weight.device, dtype=layer.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(layer.weight * layer.w_scale)
+        if layer.bias is not None:
+            out.bias.copy_(layer.bias * layer.b_scale)
+    return out
+
+
+def as_torch_layers(model: nn.Module) -> nn.Module:
+    """The same function (eval mode: no dropout) built from ``torch.nn.Linear`` / ``Conv2d`` layers.
+
+    Libraries that recognize layers by type (laplace-torch's last-layer search, curvlinops' KFAC) need them; the
+    NTK-parameterization multipliers are folded into the weights. MLP/CNN → ``nn.Sequential`` whose last entry
+    is the readout ``nn.Linear``; a :class:`ResNet` is returned as its torch-uncertainty network (a deep copy).
+    """
+    import copy
+
+    if isinstance(model, ResNet):
+        return copy.deepcopy(model.net).eval()
+    layers: list[nn.Module] = []
+    if isinstance(model, MLP):
+        layers.append(nn.Flatten(1))
+        for layer in model.layers[:-1]:
+            layers += [_linear_from(layer), _Elementwise(model.activation)]
+        layers.append(_linear_from(model.layers[-1]))
+    elif isinstance(model, CNN):
+        act = next(a for a, f in ACTIVATIONS.items() if f is model.phi)
+        ntk = model.parameterization is Parameterization.NTK
+        for conv in model.convs:
+            c = copy.deepcopy(conv)
+            with torch.no_grad():
+                c.weight.mul_(model.w_std / math.sqrt(conv.weight[0].numel()) if ntk else 1.0)
+                c.bias.mul_(model.b_std if ntk else 1.0)
+            layers += [c, _Elementwise(act)]
+        layers += [_GlobalAvgPool(), _linear_from(model.readout)]
+    else:
+        raise ValueError(f"as_torch_layers: expected an MLP, CNN or ResNet, got {type(model).__name__}")
+    return nn.Sequential(*layers).eval()

@@ -50,6 +50,9 @@ DEFAULT_HISTORY_SIZE = 10
 ARMIJO_C1 = 1e-4
 #: Maximum halvings of the step in one line search before the member is declared stuck.
 MAX_BACKTRACKS = 30
+#: L-BFGS "loss_change" stop: the relative loss change must stay below ``tol_change`` for this many consecutive
+#: iterations (one short step alone, e.g. after a poor quasi-Newton direction, does not end training).
+STALL_ITERATIONS = 3
 
 
 class Optimizer(str, Enum):
@@ -130,11 +133,11 @@ def soft_targets(y: Tensor, num_classes: int, label_smoothing: float, dtype: tor
 
 
 def penalty(params: Params, anchor: Params | None) -> Tensor:
-    """(S,) ½‖θ_s − θ_a,s‖² summed over tensors (anchor None = zero)."""
+    """(S,) float64 ½‖θ_s − θ_a,s‖² summed over tensors (anchor None = zero)."""
     total = 0.0
     for k, v in params.items():
         d = v if anchor is None else v - anchor[k]
-        total = total + d.pow(2).flatten(1).sum(1)
+        total = total + d.pow(2).flatten(1).sum(1, dtype=torch.float64)
     return 0.5 * total
 
 
@@ -153,7 +156,7 @@ def make_loss(fn: StackedFn, weight_decay: float = 0.0, anchor: Params | None = 
 
     def loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
         logits = fn(params, x)  # (S, B, C)
-        logp = torch.log_softmax(logits, -1)
+        logp = torch.log_softmax(logits.double(), -1)  # float64 accumulation: the loss resolves small changes
         if label_smoothing == 0.0:
             ce = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
         else:
@@ -192,20 +195,20 @@ def member_nll(logits: Tensor, y: Tensor) -> Tensor:
 
 def full_value_and_grad(loss: LossFn, params: Params, x: Tensor, y: Tensor,
                         chunk_size: int | None = None) -> tuple[Tensor, Params]:
-    """Full-batch per-member loss (S,) and gradients name → (S, ...), assembled from chunks of rows.
+    """Full-batch per-member loss (S,) float64 and gradients name → (S, ...), assembled from chunks of rows.
 
     Exact when ``loss`` is a batch mean plus data-independent terms: Σ_c (B_c/N)·L(chunk c) = L(all).
     """
     s, n = num_members(params), x.shape[0]
     chunk = n if not chunk_size else int(chunk_size)
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    total = torch.zeros(s, dtype=next(iter(params.values())).dtype, device=x.device)
+    total = torch.zeros(s, dtype=torch.float64, device=x.device)
     grads = {k: torch.zeros_like(v) for k, v in params.items()}
     for sl in _chunks(n, chunk):
         w = (sl.stop - sl.start) / n
         val = loss(leaves, _expand(x[sl], s), _expand(y[sl], s))
         g = torch.autograd.grad(val.sum() * w, list(leaves.values()))
-        total += w * val.detach()
+        total += w * val.detach().double()
         for k, gk in zip(leaves, g):
             grads[k] += gk
     return total, grads
@@ -339,12 +342,36 @@ def _flat(params: Params) -> Tensor:
 
 
 def _unflat(flat: Tensor, like: Params) -> Params:
+    """Views of ``flat`` (S, P) shaped like ``like`` (no copies, so gradients flow straight into ``flat``)."""
     out, a = {}, 0
     for k, v in like.items():
         size = v[0].numel()
         out[k] = flat[:, a:a + size].reshape(v.shape)
         a += size
     return out
+
+
+def _flat_value_and_grad(loss: LossFn, flat: Tensor, like: Params, x: Tensor, y: Tensor,
+                         chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """Full-batch loss (S,) float64 and gradient (S, P) at flat parameters (S, P), from chunks of rows.
+
+    The parameter tensors are views of ``flat`` made leaves (no copies); their gradients are concatenated once
+    (differentiating through views of one leaf would make autograd write each gradient into a full-size zero
+    tensor).
+    """
+    s, n = flat.shape[0], x.shape[0]
+    chunk = n if not chunk_size else int(chunk_size)
+    params = {k: v.detach().requires_grad_(True) for k, v in _unflat(flat.detach(), like).items()}
+    leaves = list(params.values())
+    total = torch.zeros(s, dtype=torch.float64, device=flat.device)
+    grad = None
+    for sl in _chunks(n, chunk):
+        w = (sl.stop - sl.start) / n
+        val = loss(params, _expand(x[sl], s), _expand(y[sl], s))
+        g = torch.cat([gk.reshape(s, -1) for gk in torch.autograd.grad(val.sum() * w, leaves)], 1)
+        total += w * val.detach().double()
+        grad = g if grad is None else grad.add_(g)
+    return total, grad
 
 
 def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None = None,
@@ -354,41 +381,62 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
               eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> TrainResult:
     """Full-batch L-BFGS, batched over S independent members, run until each member converges.
 
-    Per member s (Nocedal & Wright Alg. 7.4/7.5): direction from its own two-loop recursion over its last
-    ``history_size`` pairs (pairs with yᵀs ≤ 1e-10 are skipped), Armijo backtracking from step 1 (first step
-    min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad"), when the loss changes by at most
-    ``tol_change``·max(1, |L|) ("loss_change"), when no step of the line search decreases the loss ("line_search")
-    or after ``max_iter`` iterations ("max_iter", not converged). Stopped members are frozen.
+    Per member s (Nocedal & Wright Alg. 7.4/7.5): direction from its own two-loop recursion over the pairs of its
+    last ``history_size`` iterations (a pair with yᵀs ≤ 1e-10 gets ρ = 0, i.e. is skipped, so every member's
+    recursion reads the same slots of one shared (S, P) tensor per slot: no gathers), Armijo backtracking from
+    step 1 (first step min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad"), when the loss
+    changes by at most ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations ("loss_change"),
+    when no step of the line search decreases the loss ("line_search") or after ``max_iter`` iterations
+    ("max_iter", not converged). Stopped members are frozen. Every decision of member s depends on its own
+    quantities only, so its trajectory is the one it follows when trained alone (tested). Losses are accumulated
+    in float64 whatever the parameter dtype, so float32 training resolves loss changes down to the float32
+    rounding of the logits rather than of the sum.
 
     Args:
         fn, params, train, val, loss, weight_decay, anchor, label_smoothing: as :func:`fit_adam`; ``val`` is only
             scored at the end (no early stopping: the regularized optimum is the target).
         chunk_size: rows per forward pass when assembling the full-batch loss (None = all at once).
+    Returns:
+        :class:`TrainResult`; ``report`` holds per member ``iterations``, ``evaluations`` (function/gradient
+        evaluations, line-search trials included), ``grad_max`` (‖g‖_∞ reached), ``converged`` and
+        ``stop_reason``, and ``function_calls`` (stacked evaluations of all S members: the compute spent).
     """
     s = num_members(params)
     x, y = _as_device(train, params)
-    loss = loss or make_loss(fn, weight_decay, anchor, label_smoothing)
     like = {k: v.detach() for k, v in params.items()}
     m = int(history_size)
+    xk = _flat(like).clone()
+    lam, flat_anchor = 0.0, None
+    if loss is None:  # the penalty and its gradient λ(θ − θ_a) in closed form on the flat vector (no autograd)
+        loss = make_loss(fn, 0.0, None, label_smoothing)
+        lam = float(weight_decay)
+        if lam < 0:
+            raise ValueError(f"weight_decay: expected ≥ 0, got {weight_decay}")
+        flat_anchor = _flat({k: anchor[k] for k in like}).to(xk) if anchor is not None else None
 
     def value_grad(flat: Tensor) -> tuple[Tensor, Tensor]:
-        f, g = full_value_and_grad(loss, _unflat(flat, like), x, y, chunk_size)
-        return f.detach(), _flat(g)
+        f, g = _flat_value_and_grad(loss, flat, like, x, y, chunk_size)
+        if lam > 0:  # math.md §0: (λ/2)‖θ − θ_a‖²
+            diff = flat if flat_anchor is None else flat - flat_anchor
+            f = f + 0.5 * lam * torch.linalg.vecdot(diff, diff).double()
+            g.add_(diff, alpha=lam)
+        return f, g
 
-    xk = _flat(like).clone()
     f, g = value_grad(xk)
     _check_finite(f, "initialization", "check the inputs and the initial parameters")
     dtype, dev = xk.dtype, xk.device
-    hs = torch.zeros(m, s, xk.shape[1], dtype=dtype, device=dev)
-    hy = torch.zeros_like(hs)
-    hrho = torch.zeros(m, s, dtype=dtype, device=dev)
-    count = torch.zeros(s, dtype=torch.long, device=dev)
+    hs: list[Tensor] = []                                       # newest last: s_k (S, P), y_k (S, P), ρ_k (S,)
+    hy: list[Tensor] = []
+    hrho: list[Tensor] = []
+    first = torch.ones(s, dtype=torch.bool, device=dev)        # no pair accepted yet
     gamma = torch.ones(s, dtype=dtype, device=dev)
     active = torch.ones(s, dtype=torch.bool, device=dev)
     iters = torch.zeros(s, dtype=torch.long, device=dev)
+    evals = torch.ones(s, dtype=torch.long, device=dev)
+    calls = 1                                                   # value_grad calls (each evaluates all S members)
+    stall = torch.zeros(s, dtype=torch.long, device=dev)
     reason = ["max_iter"] * s
-    ar = torch.arange(s, device=dev)
-    hist = {"train_loss": [f.double().cpu().tolist()], "val_nll": []}
+    hist = {"train_loss": [f.cpu().tolist()], "val_nll": []}
 
     def stop(mask: Tensor, why: str) -> None:
         for k in (mask & active).nonzero().flatten().tolist():
@@ -399,62 +447,57 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
     for _ in range(int(max_iter)):
         if not active.any():
             break
-        # two-loop recursion, per member over its own valid history (newest first)
-        q = g.clone()
-        alphas, slots = [], []
-        for j in range(m):
-            slot = (count - 1 - j) % m
-            valid = (j < count.clamp(max=m)).to(dtype)
-            rho = hrho[slot, ar] * valid
-            a = rho * (hs[slot, ar] * q).sum(1)
-            q -= a[:, None] * hy[slot, ar]
-            alphas.append((a, rho))
-            slots.append(slot)
-        r = gamma[:, None] * q
-        for j in reversed(range(m)):
-            a, rho = alphas[j]
-            beta = rho * (hy[slots[j], ar] * r).sum(1)
-            r += hs[slots[j], ar] * (a - beta)[:, None]
-        d = -r * active[:, None]
-        gtd = (g * d).sum(1)
+        q = g.clone()                                           # two-loop recursion, newest pair first
+        alphas = []
+        for sk, yk, rho in zip(reversed(hs), reversed(hy), reversed(hrho)):
+            a = rho * torch.linalg.vecdot(sk, q)
+            q.addcmul_(yk, a[:, None], value=-1.0)
+            alphas.append(a)
+        r = q.mul_(gamma[:, None])
+        for sk, yk, rho, a in zip(hs, hy, hrho, reversed(alphas)):
+            beta = rho * torch.linalg.vecdot(yk, r)
+            r.addcmul_(sk, (a - beta)[:, None])
+        d = r.neg_().mul_(active[:, None])
+        gtd = torch.linalg.vecdot(g, d)
         uphill = active & (gtd >= 0)  # numerical trouble: fall back to steepest descent
         if uphill.any():
             d[uphill] = -g[uphill]
-            gtd = (g * d).sum(1)
-        t = torch.where(count == 0, (1.0 / g.abs().sum(1).clamp_min(1e-300)).clamp(max=1.0),
-                        torch.ones_like(gamma))
+            gtd = torch.linalg.vecdot(g, d)
+        t = torch.where(first, (1.0 / g.abs().sum(1).clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(gamma))
         t = t * active
+        trying = active.clone()
         for _ls in range(MAX_BACKTRACKS):
             f_new, g_new = value_grad(xk + t[:, None] * d)
-            ok = (f_new <= f + ARMIJO_C1 * t * gtd) | ~active
+            evals += trying.long()
+            calls += 1
+            ok = (f_new <= f + ARMIJO_C1 * t.double() * gtd.double()) | ~active
             if ok.all():
                 break
+            trying = ~ok
             t = torch.where(ok, t, 0.5 * t)
-        stuck = ~ok
-        stop(stuck, "line_search")
+        stop(~ok, "line_search")
         step = t[:, None] * d * active[:, None]
-        x_new = xk + step
         f_new = torch.where(active, f_new, f)
         g_new = torch.where(active[:, None], g_new, g)
         _check_finite(f_new, f"L-BFGS iteration {int(iters.max()) + 1}", "raise weight_decay or rescale inputs")
-        # history update: s_k, y_k with the curvature condition yᵀs > 0
-        yv = g_new - g
-        ys = (yv * step).sum(1)
+        yv = g_new - g                                          # curvature pair, kept when yᵀs > 0
+        ys = torch.linalg.vecdot(yv, step)
         upd = active & (ys > 1e-10)
-        if upd.any():
-            slot = count % m
-            idx = upd.nonzero().flatten()
-            hs[slot[idx], idx] = step[idx]
-            hy[slot[idx], idx] = yv[idx]
-            hrho[slot[idx], idx] = 1.0 / ys[idx]
-            gamma = torch.where(upd, ys / (yv * yv).sum(1).clamp_min(1e-300), gamma)
-            count = count + upd.long()
+        hs.append(step)
+        hy.append(yv)
+        hrho.append(torch.where(upd, 1.0 / torch.where(upd, ys, torch.ones_like(ys)), torch.zeros_like(ys)))
+        if len(hs) > m:
+            del hs[0], hy[0], hrho[0]
+        gamma = torch.where(upd, ys / torch.linalg.vecdot(yv, yv).clamp_min(1e-300), gamma)
+        first &= ~upd
         iters += active.long()
-        change = (f - f_new).abs()
-        xk, f_old, f, g = x_new, f, f_new, g_new
-        hist["train_loss"].append(f.double().cpu().tolist())
+        small = (f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)
+        stall = torch.where(small, stall + 1, torch.zeros_like(stall))
+        xk = xk + step
+        f, g = f_new, g_new
+        hist["train_loss"].append(f.cpu().tolist())
         stop(g.abs().amax(1) <= tol_grad, "grad")
-        stop(change <= tol_change * torch.maximum(f_old.abs(), torch.ones_like(f_old)), "loss_change")
+        stop(stall >= STALL_ITERATIONS, "loss_change")
     final = {k: v.clone() for k, v in _unflat(xk, like).items()}
     best_val = [None] * s
     if val is not None:
@@ -466,10 +509,14 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
         "optimizer": Optimizer.LBFGS.value,
         "members": s,
         "iterations": iters.cpu().tolist(),
+        "evaluations": evals.cpu().tolist(),
+        "function_calls": calls,
         "best_val_nll": best_val,
-        "final_train_loss": f.double().cpu().tolist(),
+        "final_train_loss": f.cpu().tolist(),
         "grad_norm": g.double().norm(dim=1).cpu().tolist(),
         "grad_max": g.double().abs().amax(1).cpu().tolist(),
+        "tol_grad": float(tol_grad),
+        "tol_change": float(tol_change),
         "converged": [r in ("grad", "loss_change") for r in reason],
         "stop_reason": reason,
     }

@@ -87,6 +87,9 @@ def test_console_script_missing_dataset_files_exit_2(tmp_path):
         (["run", "nosuchsuite"], ["suite file not found: nosuchsuite"]),
         (["leaderboard", "nodir"], ["nodir", "not a results directory"]),
         (["leaderboard"], ["dir"]),
+        (["run", "--address", "auto"], ["--address needs --executor ray"]),
+        (["run", "smoke", "--dry-run", "--device", "cuda"], ["dry run", "--device"]),
+        (["run", "smoke", "--dry-run", "--seeds", "1"], ["dry run", "--seeds"]),
     ],
 )
 def test_user_errors_in_process(capsys, argv, needles):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from ntkbayes.models import CNN, MLP, Dense, build_model
+from ntkbayes.models import CNN, MLP, Dense, ResNet, as_torch_layers, build_model
 
 
 def test_ntk_layer_formula():
@@ -56,7 +56,41 @@ def test_cnn_and_builder():
     assert isinstance(cnn, CNN) and cnn(torch.randn(3, 1, 8, 8)).shape == (3, 4)
     mlp = build_model((1, 8, 8), 4, arch="mlp", width=6, depth=1)
     assert mlp(torch.randn(3, 1, 8, 8)).shape == (3, 4)
-    with pytest.raises(ValueError, match="arch"):
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model((4,), 2, arch="transformer")
+    with pytest.raises(ValueError, match="image inputs"):
         build_model((4,), 2, arch="resnet")
     with pytest.raises(ValueError, match="activation"):
         MLP(2, 2, activation="swish2")
+
+
+def test_resnet_builds_and_runs_on_cifar_sized_input():
+    net = build_model((3, 32, 32), 10, arch="resnet", width=16, depth=20)
+    assert isinstance(net, ResNet)
+    assert not list(net.buffers())  # GroupNorm: no running statistics, so members can be stacked
+    x = torch.randn(2, 3, 32, 32)
+    assert net(x).shape == (2, 10) and net.features(x).shape == (2, 64)
+    g = torch.Generator().manual_seed(0)
+    net.reset_parameters(g)
+    first = net.linear.weight.clone()
+    net.reset_parameters(torch.Generator().manual_seed(0))
+    assert torch.equal(first, net.linear.weight)  # seeded re-initialization is reproducible
+    conv = net.net.conv1.weight
+    assert abs(conv.std().item() - 1.5 / math.sqrt(conv[0].numel())) < 0.3 * 1.5 / math.sqrt(conv[0].numel())
+    with pytest.raises(ValueError, match="depth"):
+        build_model((3, 32, 32), 10, arch="resnet", width=16, depth=3)
+    with pytest.raises(ValueError, match="width"):
+        build_model((3, 32, 32), 10, arch="resnet", width=12, depth=20)
+
+
+@pytest.mark.parametrize("arch, shape", [("mlp", (5,)), ("cnn", (2, 6, 6)), ("resnet", (3, 8, 8))])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_as_torch_layers_is_the_same_function(arch, shape, parameterization):
+    if arch == "resnet" and parameterization == "ntk":
+        pytest.skip("the ResNet is standard-parameterization only")
+    kw = {"depth": 20} if arch == "resnet" else {"depth": 2}
+    net = build_model(shape, 3, arch=arch, width=8, parameterization=parameterization, **kw).double()
+    plain = as_torch_layers(net)
+    assert isinstance(plain[-1] if isinstance(plain, torch.nn.Sequential) else plain.linear, torch.nn.Linear)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    torch.testing.assert_close(plain(x), net(x), atol=1e-12, rtol=0)

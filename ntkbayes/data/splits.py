@@ -130,6 +130,19 @@ def make_splits(
 
     x = np.asarray(x)
     y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"dataset {name!r}: y must have shape (N,), got {y.shape}")
+    if x.ndim < 2 or 0 in x.shape[1:]:
+        raise ValueError(f"dataset {name!r}: x must have shape (N, D, ...) with at least one feature, got {x.shape}")
+    if x.dtype.kind == "O":
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"dataset {name!r}: x must hold real numbers, got objects") from None
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"dataset {name!r}: x must hold real numbers, got dtype {x.dtype}")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise ValueError(f"dataset {name!r}: y must hold integer class ids, got non-integer or non-finite values")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"dataset {name!r}: x has {x.shape[0]} rows but y has {y.shape[0]}")
     all_classes = np.unique(np.concatenate([y, y_test]) if y_test is not None else y)
@@ -171,8 +184,12 @@ def make_splits(
     prep = {"standardize": bool(standardize)}
     if standardize:
         flat = x_tr.reshape(len(x_tr), -1).astype(np.float64)
-        mu, sd = flat.mean(0), flat.std(0)
-        sd = np.where(sd < 1e-8, 1.0, sd)
+        scale = np.abs(flat).max(0)
+        scale = np.where(scale > 0, scale, 1.0)  # std of flat / scale cannot overflow (features up to 1e308)
+        mu, sd = flat.mean(0), (flat / scale).std(0) * scale
+        if not (np.isfinite(mu).all() and np.isfinite(sd).all()):
+            raise ValueError(f"dataset {name!r}: x too large to standardize in float64 (max |x| {scale.max():.3g})")
+        sd = np.where(sd <= 1e-12 * np.abs(mu), 1.0, sd)  # constant up to rounding (relative, not absolute)
 
         def tf(a):
             a = np.asarray(a, dtype=np.float64)

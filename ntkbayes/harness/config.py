@@ -9,12 +9,14 @@ its ``exec``)::
     device = "auto"           # optional: auto | cpu | cuda (default auto)
     data_root = "datasets"    # optional: where ntkbayes.data.load finds files (default "datasets")
     threads = 1               # optional: torch CPU threads per cell (default: torch's own choice)
+    tf32 = true               # optional: TF32 matmuls on CUDA (default false; recorded per cell)
 
     [datasets.moons]          # table key = label; the dataset is the label unless `dataset` names it
     n = 400                   # options of ntkbayes.data.describe(name); never swept (lists are values)
     [datasets.digits04]
     dataset = "digits"
     id_classes = [0, 1, 2, 3, 4]
+    shift = ["gaussian_noise", "rotation"]   # optional: shifted-test evaluation (ntkbayes.data.shift kinds)
 
     [methods.map]             # table key = label; the method is the label unless `method` names it,
     width = 64                # so one method can appear twice with different parameters
@@ -34,12 +36,22 @@ annotation accepts any TOML value except dates. Anything else — an unknown top
 method, parameter, dataset or dataset option, a wrong type, a file that is not UTF-8 or not TOML — is a
 :class:`~ntkbayes.errors.UserError` naming the file, the table and the key.
 
+``shift`` in a dataset table is not a load option: it asks the runner to evaluate every cell of that dataset on
+the test inputs corrupted by each kind at severities 1-5 (Ovadia et al. 2019; ``ntkbayes.data.shift``) and store
+``shift/<kind>/<severity>/{acc,nll,ece}`` in the record's metrics.
+
 Grid: datasets × seeds × methods × sweep values, in that order (a dataset and seed are loaded once and reused by
 every method). A cell's ``run_id`` is the first 16 hex digits of the SHA-256 of the canonical JSON (sorted keys,
 no spaces) of ``{dataset, dataset_options, method, params, seed}``, where options and params are *resolved*
 (defaults filled in, JSON-normalized): a default changed in the code gives new run_ids, and spelling out a default
 gives the same cell. Labels, the suite name, the data root, threads and the device are not part of it, so the
-same cell in two suites is one result. Two tables that expand to the same cell are an error.
+same cell in two suites is one result. A non-empty ``shift`` list and ``tf32 = true`` change what a record holds
+(more metrics; TF32 rounding on GPUs), so they enter the hash as ``evaluation`` — only when set, so the run_ids of
+suites without them do not change. Two tables that expand to the same cell are an error.
+
+A method that is not registered is an error, unless the suite is parsed with ``unknown_methods="fail"`` (the
+dry run of a suite whose methods are still being written): then its table is kept unchecked and its cells fail
+when run, as "failed" records, and the suite goes on.
 """
 
 from __future__ import annotations
@@ -64,7 +76,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 #: Keys a suite file may have at top level.
-SUITE_KEYS = ("name", "description", "seeds", "device", "data_root", "threads", "datasets", "methods")
+SUITE_KEYS = ("name", "description", "seeds", "device", "data_root", "threads", "tf32", "datasets", "methods")
 
 #: Arguments of ``ntkbayes.data.load`` that the harness sets (per cell or from the command line); a dataset table
 #: may not set them.
@@ -97,6 +109,7 @@ class DatasetSpec:
     label: str
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    shift: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,8 @@ class Cell:
     data_root: str = DEFAULT_DATA_ROOT
     download: bool = False
     threads: int | None = None
+    shift: tuple[str, ...] = ()
+    tf32: bool = False
 
     @property
     def label(self) -> str:
@@ -167,12 +182,16 @@ class Cell:
             "data_root": self.data_root,
             "download": self.download,
             "threads": self.threads,
+            "shift": list(self.shift),
+            "tf32": self.tf32,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Cell:
         """Inverse of :meth:`to_dict`."""
-        return cls(**dict(d))
+        d = dict(d)
+        d["shift"] = tuple(d.get("shift", ()))
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -188,6 +207,7 @@ class Suite:
     data_root: str = DEFAULT_DATA_ROOT
     description: str = ""
     threads: int | None = None
+    tf32: bool = False
 
     def cells(self, seeds=None, *, data_root: str | None = None, download: bool = False,
               threads: int | None = None) -> list[Cell]:
@@ -220,8 +240,10 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(normalize(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mapping, seed: int) -> str:
-    """sha256(canonical JSON of dataset, options, method, params, seed)[:16]."""
+def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mapping, seed: int,
+              evaluation: Mapping | None = None) -> str:
+    """sha256(canonical JSON of dataset, options, method, params, seed[, evaluation])[:16]; ``evaluation`` (shift
+    kinds, tf32) is hashed only when non-empty."""
     payload = {
         "dataset": dataset,
         "dataset_options": dict(dataset_options),
@@ -229,6 +251,8 @@ def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mappi
         "params": dict(params),
         "seed": int(seed),
     }
+    if evaluation:
+        payload["evaluation"] = dict(evaluation)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
@@ -392,6 +416,7 @@ def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
     known = list(data.available()) if hasattr(data, "available") else []
     if name not in known:
         raise UserError(f"{where}: unknown dataset {name!r}; available: {', '.join(known) or 'none'}")
+    shift = _parse_shift(f"{where} shift", table.pop("shift", []))
     defaults = _dataset_options(name)
     options = {}
     for key, value in table.items():
@@ -403,10 +428,25 @@ def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
             )
         default = defaults.get(key, None) if defaults is not None else None
         options[key] = check_value(value, default, f"{where} {key}")
-    return DatasetSpec(label=label, name=name, options=options)
+    return DatasetSpec(label=label, name=name, options=options, shift=shift)
 
 
-def _parse_method(path: Path, label: str, table: Any) -> MethodSpec:
+def _parse_shift(where: str, value: Any) -> tuple[str, ...]:
+    """A list of distinct ``ntkbayes.data.ShiftKind`` values (``[]``: no shift evaluation)."""
+    from ntkbayes.data import ShiftKind
+
+    kinds = [k.value for k in ShiftKind]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where}: expected an array of shift kinds ({', '.join(kinds)}), got {value!r}")
+    for v in value:
+        if v not in kinds:
+            raise UserError(f"{where}: unknown shift kind {v!r}; expected some of {', '.join(kinds)}")
+    if len(set(value)) != len(value):
+        raise UserError(f"{where}: {value!r} repeats a kind")
+    return tuple(value)
+
+
+def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "error") -> MethodSpec:
     from ntkbayes import methods
 
     where = f"{path}: [methods.{label}]"
@@ -417,6 +457,11 @@ def _parse_method(path: Path, label: str, table: Any) -> MethodSpec:
     if not isinstance(name, str):
         raise UserError(f"{where} method: expected a string, got {_type_name(name)}")
     if name not in methods.available():
+        if unknown_methods == "fail":  # kept unchecked (a non-empty list is a sweep); its cells fail when run
+            table = {k: _check_any(v, f"{where} {k}") for k, v in table.items()}
+            return MethodSpec(label=label, name=name,
+                              params={k: v for k, v in table.items() if not (isinstance(v, list) and v)},
+                              sweep={k: tuple(v) for k, v in table.items() if isinstance(v, list) and v})
         raise UserError(f"{where}: unknown method {name!r}; available: {', '.join(methods.available())}")
     cls = methods.get(name)
     defaults = cls.param_defaults()
@@ -459,9 +504,14 @@ def _labels(path: Path, raw: dict, key: str) -> dict:
     return tables
 
 
-def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>") -> Suite:
-    """Validate a parsed TOML document (see module docstring) into a :class:`Suite`."""
+def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>", *, unknown_methods: str = "error") -> Suite:
+    """Validate a parsed TOML document (see module docstring) into a :class:`Suite`.
+
+    ``unknown_methods``: ``"error"`` (default) or ``"fail"`` (keep tables of unregistered methods; their cells
+    fail when run)."""
     path = Path(path)
+    if unknown_methods not in ("error", "fail"):
+        raise ValueError(f"unknown_methods: expected 'error' or 'fail', got {unknown_methods!r}")
     unknown = [k for k in raw if k not in SUITE_KEYS]
     if unknown:
         raise UserError(f"{path}: unknown top-level key {unknown[0]!r}; expected some of {', '.join(SUITE_KEYS)}")
@@ -483,10 +533,14 @@ def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>") -> Suite:
     threads = raw.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise UserError(f"{path}: threads: expected an integer ≥ 1, got {threads!r}")
+    tf32 = raw.get("tf32", False)
+    if not isinstance(tf32, bool):
+        raise UserError(f"{path}: tf32: expected true or false, got {tf32!r}")
     datasets = tuple(_parse_dataset(path, k, v) for k, v in _labels(path, raw, "datasets").items())
-    methods = tuple(_parse_method(path, k, v) for k, v in _labels(path, raw, "methods").items())
+    methods = tuple(_parse_method(path, k, v, unknown_methods) for k, v in _labels(path, raw, "methods").items())
     suite = Suite(name=name, path=str(path), seeds=seeds, datasets=datasets, methods=methods,
-                  device=Device(device), data_root=data_root, description=description, threads=threads)
+                  device=Device(device), data_root=data_root, description=description, threads=threads,
+                  tf32=tf32)
     expand(suite)  # duplicate cells are an error at load time
     return suite
 
@@ -502,10 +556,11 @@ def _check_seeds(seeds: Any, where: str) -> tuple[int, ...]:
     return tuple(int(s) for s in seeds)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; every problem is a UserError naming the file, table and key."""
+def load_suite(path: str | Path, *, unknown_methods: str = "error") -> Suite:
+    """Read and validate a suite file; every problem is a UserError naming the file, table and key
+    (``unknown_methods`` as in :func:`parse_suite`)."""
     path = Path(path)
-    return parse_suite(_read_toml(path), path)
+    return parse_suite(_read_toml(path), path, unknown_methods=unknown_methods)
 
 
 def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: bool = False,
@@ -522,13 +577,15 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
     for ds in suite.datasets:
         ds_defaults = _dataset_options(ds.name) or {}
         resolved_options = normalize({**ds_defaults, **ds.options})
+        evaluation = {**({"shift": list(ds.shift)} if ds.shift else {}), **({"tf32": True} if suite.tf32 else {})}
         for seed in seeds:
             for ms in suite.methods:
-                defaults = methods.get(ms.name).param_defaults()
+                known = ms.name in methods.available()
+                defaults = methods.get(ms.name).param_defaults() if known else {}
                 for row_label, explicit in ms.variants():
                     resolved = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty}
                     resolved_params = normalize({**resolved, **explicit})
-                    rid = run_id_of(ds.name, resolved_options, ms.name, resolved_params, seed)
+                    rid = run_id_of(ds.name, resolved_options, ms.name, resolved_params, seed, evaluation)
                     where = f"[methods.{ms.label}]{row_label[len(ms.label):]} on [datasets.{ds.label}]"
                     if rid in seen:
                         raise UserError(
@@ -540,5 +597,6 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
                                       dataset_options=dict(ds.options), method_label=row_label,
                                       method=ms.name, params=explicit, seed=int(seed), run_id=rid,
                                       resolved_options=resolved_options, resolved_params=resolved_params,
-                                      data_root=root, download=bool(download), threads=threads))
+                                      data_root=root, download=bool(download), threads=threads,
+                                      shift=tuple(ds.shift), tf32=suite.tf32))
     return cells

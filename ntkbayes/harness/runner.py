@@ -32,12 +32,28 @@ Threads: a suite's ``threads`` (or ``--threads``) sets ``torch.set_num_threads``
 on a busy CPU train far faster with one thread: measured on this 2-core machine under load, the smoke suite's MAP
 fit on digits took 131 s wall / 33 s CPU with 2 threads and 6 s / 1.5 s with 1 (OpenMP threads spin while waiting).
 
+TF32: a suite's ``tf32 = true`` lets CUDA matmuls and convolutions in float32 use TensorFloat-32
+(``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``,
+``torch.set_float32_matmul_precision("high")``), about 10 bits of mantissa in the products: several times faster
+on Ampere and later GPUs and harmless for training networks, while float64 work (kernel solves, GP and Laplace
+linear algebra, metrics) is unaffected. It is set (on or off) before every cell and recorded (``tf32``,
+``float32_matmul_precision``); on a CPU it changes nothing.
+
+Shift: a dataset's ``shift`` kinds make each of its cells also predict on the test inputs corrupted at severities
+1-5 (``ntkbayes.data.shifted``, seeded by the cell seed) and add ``shift/<kind>/<severity>/{acc,nll,ece}`` to the
+metrics (Ovadia et al. 2019); only the metrics are kept, not the shifted predictions.
+
+Dry run (:func:`dry_run_suite`): the same suite with tiny data subsets, few members, epochs and iterations, narrow
+networks, the first seed and the CPU, into its own results directory; it runs the same code path (loading, fit,
+predict, shift, records) so a GPU suite can be checked on a laptop or in CI.
+
 Determinism: everything (python, numpy, torch) is seeded from the cell seed right before the method is created,
 and data splits are a function of the same seed, so a cell gives the same record on any executor (timings aside).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -60,7 +76,7 @@ import numpy as np
 import torch
 
 from ntkbayes.errors import UserError
-from ntkbayes.harness.config import Cell, Suite, canonical_json, load_suite
+from ntkbayes.harness.config import Cell, Device, Suite, _dataset_options, canonical_json, load_suite
 from ntkbayes.harness.store import (
     SCHEMA_VERSION,
     STATUS_FAILED,
@@ -89,6 +105,19 @@ VERSIONED_PACKAGES = ("ntkbayes", "torch", "numpy", "scipy", "scikit-learn", "pa
                       "laplace-torch", "torch-uncertainty", "mnist1d")
 
 Executor = Callable[[Iterable[Cell], str], Iterator[tuple[Cell, dict, dict[str, np.ndarray]]]]
+
+#: Metrics kept per shift kind and severity: the record key's last part → the ``metrics.evaluate`` key.
+SHIFT_METRICS = {"acc": "cls/acc", "nll": "cal/nll", "ece": "cal/ece"}
+
+#: Caps on method parameters in a dry run (a parameter a method has is lowered to the cap, never raised): enough
+#: to run every stage of fit and predict on a CPU in about a second per cell (8 is also the narrowest ResNet: a
+#: multiple of its 8 GroupNorm groups; the gpu.toml dry run takes ~30 s here).
+DRY_RUN_PARAMS = {"members": 2, "width": 8, "epochs": 2, "patience": 1, "max_iter": 10, "max_train": 64,
+                  "num_samples": 8, "train_iters": 3, "batch_size": 64}
+
+#: Dataset options set in a dry run where the dataset has them: 120 training images is the least a 10-class
+#: image dataset accepts with its 10 % validation split (one image per class there); 30 test and OOD images.
+DRY_RUN_OPTIONS = {"subset": 120, "test_subset": 30}
 
 _DATA_CACHE: OrderedDict[tuple, Any] = OrderedDict()
 
@@ -262,7 +291,7 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
     record = base_record(cell)
     prov = provenance()
     record.update(versions=prov["versions"], git_commit=prov["git_commit"], git_dirty=prov["git_dirty"],
-                  hostname=prov["hostname"], device_requested=str(device))
+                  hostname=prov["hostname"], device_requested=str(device), tf32=cell.tf32)
     record["conventions"] = json_safe(getattr(metrics, "CONVENTIONS", {}))
     stage = "device"
     arrays: dict[str, np.ndarray] = {}
@@ -273,7 +302,7 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
-        record.update(device=str(dev), device_name=_device_name(dev))
+        record.update(device=str(dev), device_name=_device_name(dev), **set_tf32(cell.tf32))
         stage = "load"
         data = load_data(cell)
         record["data_info"] = json_safe({
@@ -307,26 +336,76 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
             arrays["grid_probs"] = method.predict(grid).member_probs.numpy().astype(np.float32)
         stage = "evaluate"
         scores = metrics.evaluate(test_pred, data.test.y, ood=ood_preds)
+        shift_seconds = None
+        if cell.shift:
+            stage = "shift"
+            t0 = time.perf_counter()
+            scores.update(shift_metrics(method, data, cell.shift, cell.seed))
+            shift_seconds = time.perf_counter() - t0
         record.update(
             status=STATUS_OK, error=None, failed_stage=None,
             metrics={k: float(v) for k, v in scores.items()},
             fit_info=json_safe(method.fit_info()),
             fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds, predict_seconds=predict_seconds,
+            shift_seconds=shift_seconds,
             peak_memory_bytes=int(peak), peak_memory_kind=mem.kind, peak_rss_bytes=host_peak,
             predictions=f"predictions/{cell.run_id}.npz",
         )
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, the suite goes on
         tb = traceback.format_exc().rstrip().splitlines()
-        record.update(
-            status=STATUS_FAILED, error=f"{type(e).__name__}: {e}", failed_stage=stage,
-            traceback="\n".join(tb[-TRACEBACK_LINES:]), metrics={}, fit_info={}, fit_seconds=None,
-            fit_cpu_seconds=None, predict_seconds=None, peak_memory_bytes=None, peak_memory_kind=None,
-            peak_rss_bytes=None, predictions=None,
-        )
-        record.setdefault("device", None)
+        _mark_failed(record, f"{type(e).__name__}: {e}", stage, "\n".join(tb[-TRACEBACK_LINES:]))
         arrays = {}
     record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return json_safe(record), arrays
+
+
+def _mark_failed(record: dict[str, Any], error: str, stage: str, tb: str | None) -> None:
+    record.update(
+        status=STATUS_FAILED, error=error, failed_stage=stage, traceback=tb, metrics={}, fit_info={},
+        fit_seconds=None, fit_cpu_seconds=None, predict_seconds=None, shift_seconds=None, peak_memory_bytes=None,
+        peak_memory_kind=None, peak_rss_bytes=None, predictions=None,
+    )
+    record.setdefault("device", None)
+
+
+def failed_record(cell: Cell, device: str, error: str, stage: str) -> dict[str, Any]:
+    """The record of a cell that failed outside :func:`run_cell` (an executor's worker died): status "failed",
+    ``error`` and ``failed_stage`` as given, the driver's provenance."""
+    from ntkbayes import metrics
+
+    record = base_record(cell)
+    prov = provenance()
+    record.update(versions=prov["versions"], git_commit=prov["git_commit"], git_dirty=prov["git_dirty"],
+                  hostname=None, device_requested=str(device), tf32=cell.tf32,
+                  conventions=json_safe(getattr(metrics, "CONVENTIONS", {})))
+    _mark_failed(record, error, stage, None)
+    record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return json_safe(record)
+
+
+def set_tf32(enabled: bool) -> dict[str, Any]:
+    """Allow (or forbid) TF32 in CUDA float32 matmuls and convolutions (module docstring); returns the record
+    fields ``tf32`` and ``float32_matmul_precision``."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    return {"tf32": bool(enabled), "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def shift_metrics(method, data, kinds: Iterable[str], seed: int) -> dict[str, float]:
+    """``shift/<kind>/<severity>/{acc,nll,ece}`` of a fitted ``method`` on ``data.test.x`` (N, ...) corrupted by
+    each kind at severities 1-5 (``ntkbayes.data.shifted`` with ``seed``); labels ``data.test.y`` (N,)."""
+    from ntkbayes import metrics
+    from ntkbayes.data import shifted
+    from ntkbayes.data.shift import SEVERITIES
+
+    out: dict[str, float] = {}
+    for kind in kinds:
+        for severity in SEVERITIES:
+            scores = metrics.evaluate(method.predict(shifted(data, kind, severity, seed)), data.test.y)
+            for short, key in SHIFT_METRICS.items():
+                out[f"shift/{kind}/{severity}/{short}"] = float(scores[key])
+    return out
 
 
 # -- executors -------------------------------------------------------------------------------------------------
@@ -401,7 +480,7 @@ def _preflight(suite: Suite, cells: list[Cell]) -> None:
             except (ValueError, TypeError) as e:
                 raise UserError(f"{suite.path}: [datasets.{cell.dataset_label}]: {e}") from None
         key = ("method", cell.method_label)
-        if key not in checked:
+        if key not in checked and cell.method in methods.available():  # unknown ones fail in their cells
             checked.add(key)
             try:
                 methods.create(cell.method, **dict(cell.params))
@@ -409,10 +488,47 @@ def _preflight(suite: Suite, cells: list[Cell]) -> None:
                 raise UserError(f"{suite.path}: [methods.{cell.method_label}]: {e}") from None
 
 
+def _cap(value: Any, cap: int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return min(value, type(value)(cap))
+
+
+def dry_run_suite(suite: Suite) -> Suite:
+    """The dry-run version of ``suite`` (module docstring): name ``<name>-dry-run``, first seed, CPU, one thread,
+    dataset options :data:`DRY_RUN_OPTIONS` where the dataset has them, method parameters capped at
+    :data:`DRY_RUN_PARAMS` (swept values too; a sweep whose values coincide after capping keeps one)."""
+    from ntkbayes import methods
+
+    datasets = []
+    for ds in suite.datasets:
+        known = _dataset_options(ds.name) or {}
+        datasets.append(dataclasses.replace(ds, options={**ds.options, **{k: _cap(ds.options.get(k, v), v)
+                                                                          for k, v in DRY_RUN_OPTIONS.items()
+                                                                          if k in known}}))
+    specs = []
+    for ms in suite.methods:
+        defaults = methods.get(ms.name).param_defaults() if ms.name in methods.available() else {}
+        caps = {k: c for k, c in DRY_RUN_PARAMS.items() if k in defaults and isinstance(defaults[k], int)}
+        params = {**ms.params, **{k: _cap(ms.params.get(k, defaults[k]), c) for k, c in caps.items()
+                                  if k not in ms.sweep}}
+        sweep = {}
+        for k, values in ms.sweep.items():
+            unique = list({canonical_json(v): v for v in (_cap(v, caps[k]) if k in caps else v
+                                                          for v in values)}.values())
+            if len(unique) > 1:
+                sweep[k] = tuple(unique)
+            else:
+                params[k] = unique[0]
+        specs.append(dataclasses.replace(ms, params=params, sweep=sweep))
+    return dataclasses.replace(suite, name=f"{suite.name}-dry-run", seeds=suite.seeds[:1], device=Device.CPU,
+                               threads=1, datasets=tuple(datasets), methods=tuple(specs))
+
+
 def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, device: str | None = None,
               seeds: Iterable[int] | None = None, executor: str | Executor = "local", progress: bool = True,
               download: bool = False, data_root: str | None = None, address: str | None = None,
-              retry_failed: bool = True, threads: int | None = None) -> RunSummary:
+              retry_failed: bool = True, threads: int | None = None, dry_run: bool = False) -> RunSummary:
     """Run every cell of ``suite`` not yet done in the store at ``out_dir``.
 
     Args:
@@ -424,10 +540,15 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
         data_root: override the suite's data root.
         retry_failed: run cells again whose newest record is "failed" (default), else leave them.
         threads: torch CPU threads in each cell (overrides the suite's ``threads``).
+        dry_run: run :func:`dry_run_suite` of the suite instead (the CPU; ``device`` and ``seeds`` must be unset).
     """
     t_start = time.perf_counter()
     if not isinstance(suite, Suite):
-        suite = load_suite(suite)
+        suite = load_suite(suite, unknown_methods="fail" if dry_run else "error")
+    if dry_run:
+        if device not in (None, "cpu") or seeds is not None:
+            raise UserError("a dry run uses the CPU and the suite's first seed; drop --device and --seeds")
+        suite = dry_run_suite(suite)
     device = str(device if device is not None else suite.device.value)
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device: expected auto, cpu or cuda, got {device!r}")

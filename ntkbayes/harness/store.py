@@ -15,8 +15,12 @@ Safety (issue 8):
   earlier, partial write), the new record starts on a new line so it is never glued to the debris.
 - Predictions are written to a temporary file in ``predictions/`` and ``os.replace``\\ d into place *before* the
   record is appended, so a record never points at missing or half-written predictions.
-- Reading never fails on bad content: a truncated or garbled line (not JSON, not an object, missing keys, another
-  schema version) is reported with :class:`StoreWarning` naming the file and line number, and skipped.
+- Reading never fails on bad content: a truncated or garbled line (not JSON, not an object, missing keys, a field
+  of the wrong type — see :func:`record_problem` —, another schema version) is reported with :class:`StoreWarning`
+  naming the file and line number, and skipped; :meth:`ResultsStore.append` refuses such a record.
+- Claims of runners that died (SIGKILL, power loss) are taken over by the next runner; a dead process is one that
+  no longer exists, a zombie, or a reused pid with another start time. ``cleanup_temp`` (called before a run)
+  removes such claims and temporary files, so a crash leaves nothing behind after the next run.
 - No pickle: records are JSON, arrays are loaded with ``allow_pickle=False``; a run_id from a foreign file is
   checked against ``[0-9A-Za-z_-]+`` before it becomes part of a path.
 
@@ -54,6 +58,14 @@ SCHEMA_VERSION = 1
 #: Keys every record must have to be read back.
 REQUIRED_KEYS = ("schema_version", "run_id", "dataset", "method", "params", "seed", "status")
 
+#: Types of the fields readers rely on (the leaderboard, the resume logic): a record whose field has another type is
+#: refused by :meth:`ResultsStore.append` and skipped by readers. Optional fields may be absent or null.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {"dataset": (str,), "method": (str,), "params": (dict,), "seed": (int,)}
+OPTIONAL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "suite": (str,), "dataset_label": (str,), "method_label": (str,), "dataset_options": (dict,),
+    "metrics": (dict,), "fit_info": (dict,), "error": (str,), "conventions": (dict,), "versions": (dict,),
+}
+
 #: Record statuses.
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -76,6 +88,34 @@ def _check_run_id(run_id: Any) -> str:
     return run_id
 
 
+def record_problem(rec: Any) -> str | None:
+    """What makes ``rec`` unreadable as a record (missing key, wrong type or value), or None when it is fine."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    if rec["schema_version"] != SCHEMA_VERSION or isinstance(rec["schema_version"], bool):
+        return f"schema_version {rec['schema_version']!r}, this reader knows {SCHEMA_VERSION}"
+    if not isinstance(rec["run_id"], str) or not _RUN_ID_RE.match(rec["run_id"]):
+        return f"bad run_id {rec['run_id']!r}"
+    if rec["status"] not in (STATUS_OK, STATUS_FAILED):
+        return f"unknown status {rec['status']!r}"
+    for fields, optional in ((FIELD_TYPES, False), (OPTIONAL_FIELD_TYPES, True)):
+        for key, types in fields.items():
+            value = rec.get(key)
+            if optional and value is None:
+                continue
+            if not isinstance(value, types) or isinstance(value, bool):
+                names = " or ".join(t.__name__ for t in types) + (" or null" if optional else "")
+                return f"field {key!r} should be {names}, got {type(value).__name__}"
+    bad = [k for k, v in (rec.get("metrics") or {}).items()
+           if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    if bad:
+        return f"metric {bad[0]!r} is not a number or null"
+    return None
+
+
 def json_safe(value: Any) -> Any:
     """Plain JSON types: numpy scalars and arrays → Python, tuples → lists, non-finite floats → None."""
     if isinstance(value, Mapping):
@@ -96,24 +136,37 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _process_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), to detect pid reuse."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (after the command name), or None where there is no such file."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
-        return stat.rsplit(")", 1)[1].split()[19]
+        return stat.rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def _process_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), to detect pid reuse."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
 def _alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` (started at ``start``, when known) still runs. A zombie — a killed runner whose
+    parent has not reaped it yet — counts as dead: it holds no lock and will write nothing more."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:  # 0 and -1 would address process groups
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    now = _process_start(pid)
+    fields = _proc_stat(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return False
+    now = fields[19] if fields is not None and len(fields) > 19 else None
     return start is None or now is None or now == start
 
 
@@ -154,18 +207,14 @@ class ResultsStore:
     def append(self, record: Mapping[str, Any]) -> dict:
         """Append one record atomically (one ``os.write`` under the lock, then fsync); returns what was written.
 
-        The record must have the keys of ``REQUIRED_KEYS`` and ``schema_version == SCHEMA_VERSION``; non-finite
-        floats are written as ``null``.
+        The record must have the keys of ``REQUIRED_KEYS``, ``schema_version == SCHEMA_VERSION`` and fields of the
+        types in ``FIELD_TYPES`` / ``OPTIONAL_FIELD_TYPES`` (else ValueError naming the problem); non-finite floats
+        are written as ``null``.
         """
         rec = json_safe(dict(record))
-        missing = [k for k in REQUIRED_KEYS if k not in rec]
-        if missing:
-            raise ValueError(f"record: missing key(s) {', '.join(missing)}")
-        if rec["schema_version"] != SCHEMA_VERSION:
-            raise ValueError(f"record: schema_version must be {SCHEMA_VERSION}, got {rec['schema_version']!r}")
-        _check_run_id(rec["run_id"])
-        if rec["status"] not in (STATUS_OK, STATUS_FAILED):
-            raise ValueError(f"record: status must be 'ok' or 'failed', got {rec['status']!r}")
+        problem = record_problem(rec)
+        if problem is not None:
+            raise ValueError(f"record: {problem}")
         line = json.dumps(rec, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
         data = line.encode("utf-8")
         with self.lock():
@@ -193,20 +242,11 @@ class ResultsStore:
         where = f"{self.records_path} line {lineno}"
         try:
             rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit number, nesting 10⁵ deep
             problem = f"not valid JSON ({type(e).__name__}: {str(e)[:80]})"
         else:
-            if not isinstance(rec, dict):
-                problem = f"a JSON {type(rec).__name__}, not an object"
-            elif any(k not in rec for k in REQUIRED_KEYS):
-                problem = f"missing key(s) {', '.join(k for k in REQUIRED_KEYS if k not in rec)}"
-            elif rec["schema_version"] != SCHEMA_VERSION:
-                problem = f"schema_version {rec['schema_version']!r}, this reader knows {SCHEMA_VERSION}"
-            elif not isinstance(rec["run_id"], str) or not _RUN_ID_RE.match(rec["run_id"]):
-                problem = f"bad run_id {rec['run_id']!r}"
-            elif rec["status"] not in (STATUS_OK, STATUS_FAILED):
-                problem = f"unknown status {rec['status']!r}"
-            else:
+            problem = record_problem(rec)
+            if problem is None:
                 return rec
         if warn:
             warnings.warn(f"{where}: {problem}; line skipped", StoreWarning, stacklevel=3)
@@ -367,10 +407,13 @@ class ResultsStore:
         return test, labels, ood
 
     def cleanup_temp(self) -> int:
-        """Remove temporary prediction files (``.<run_id>.<pid>.*.tmp``) whose writer on this host is gone."""
-        n = 0
+        """Remove what crashed runners on this host left behind: temporary prediction files
+        (``.<run_id>.<pid>.*.tmp``) whose writer is gone, and claims whose owner is gone (a runner killed
+        between appending a record and releasing its claim leaves a claim on a finished cell that nothing would
+        ever take over). Claims of live processes and of other hosts stay. Returns the number of files removed."""
+        n = self._cleanup_claims()
         if not self.predictions_dir.is_dir():
-            return 0
+            return n
         for p in self.predictions_dir.glob(".*.tmp"):
             parts = p.name.split(".")
             pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
@@ -381,6 +424,30 @@ class ResultsStore:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 n += 1
+        return n
+
+
+    def _cleanup_claims(self) -> int:
+        if not self.claims_dir.is_dir():
+            return 0
+        n = 0
+        with self.lock():
+            for path in self.claims_dir.glob("*.json"):
+                try:
+                    owner = json.loads(path.read_text())
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError):
+                    owner = None  # garbled: its writer died while writing it
+                if isinstance(owner, dict):
+                    if self._owns(owner) or owner.get("host") != self._me["host"]:
+                        continue
+                    pid = owner.get("pid")
+                    if isinstance(pid, int) and _alive(pid, owner.get("start")):
+                        continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    n += 1
         return n
 
 

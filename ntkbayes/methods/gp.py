@@ -164,8 +164,9 @@ class GPClassifier(Method):
             return torch.exp(-_sqdist(x1, x2) / (2 * lengthscale**2))
         from ntkbayes.ntk.analytic import mlp_kernels
 
-        nngp, ntk = mlp_kernels(x1, x2, depth=self.depth, activation=self.activation, w_std=self.w_std,
-                                b_std=self.b_std)
+        # the square path for K(X, X): exactly symmetric with exact diagonal expectations (quadrature activations)
+        nngp, ntk = mlp_kernels(x1, None if x2 is x1 else x2, depth=self.depth, activation=self.activation,
+                                w_std=self.w_std, b_std=self.b_std)
         return (nngp if self.kernel_ is Kernel.NNGP else ntk).to(x1.dtype)
 
     def _base_diag(self, x: Tensor) -> Tensor:

@@ -51,6 +51,9 @@ class Arch(str, Enum):
     """:class:`ntkbayes.models.MLP` (inputs flattened)."""
     CNN = "cnn"
     """:class:`ntkbayes.models.CNN` for (channels, H, W) images; ``width`` = channels."""
+    RESNET = "resnet"
+    """:class:`ntkbayes.models.ResNet` (torch-uncertainty, GroupNorm) for CIFAR-sized images; ``width`` = stem
+    channels (64 for the standard ResNet-18), ``depth`` = ResNet depth (18, 20, 34, ...)."""
 
 
 class DType(str, Enum):
@@ -86,7 +89,8 @@ class MAP(Method):
         lr, epochs, batch_size, patience: Adam settings and early stopping on validation NLL.
         optimizer: ``"adam"`` (minibatch, early stopping) or ``"lbfgs"`` (full batch, to convergence;
             ``epochs`` is then ignored and ``max_iter`` applies).
-        max_iter: L-BFGS iteration cap. arch: ``"mlp"`` or ``"cnn"``. dtype: ``"float32"`` or ``"float64"``.
+        max_iter: L-BFGS iteration cap. arch: ``"mlp"``, ``"cnn"`` or ``"resnet"``.
+        dtype: ``"float32"`` or ``"float64"``.
 
     Predictive: S = 1 (softmax of the network's logits).
     """

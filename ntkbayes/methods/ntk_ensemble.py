@@ -41,15 +41,20 @@ from ntkbayes.ntk.analytic import mlp_kernels, mlp_kernels_diag
 from ntkbayes.ntk.empirical import empirical_ntk
 from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP, derive_seed
 from ntkbayes.ntk.linearize import Linearized
+from ntkbayes.ntk.solve_cg import cg_memory_bytes, cholesky_memory_bytes
 from ntkbayes.predictive import Predictive
 from ntkbayes.utils import available_memory, check_memory
 
 #: Members S. 8 gives usable epistemic spread (mutual information, variance) at 8× the cost of one network;
 #: deep-ensemble studies (Lakshminarayanan et al. 2017, Ovadia et al. 2019) see little gain in NLL beyond 5–10.
 DEFAULT_MEMBERS = 8
-#: Hidden width. 512 keeps members close to their linearization (math.md (a): single-init NTK error ~9 % at 1024,
-#: ~17 % at 256) while a digits/mnist1d ensemble of 8 still trains in minutes on a CPU.
-DEFAULT_WIDTH = 512
+#: Hidden width. 128 is what fits the default suite's CPU budget: full-batch L-BFGS of the *network* needs
+#: 150–600 iterations to the tolerances below at λ = 1e-3 (its loss keeps creeping down along weakly curved
+#: directions, while the linearized model converges in ~30), and one iteration costs ≈ 6·N·P·S flops: measured on
+#: digits(0–4) (N = 539, 8 members, 1 CPU thread) 13 CPU-s at width 128 and 43 at width 256. The price is a larger
+#: finite-width gap (math.md (a): single-init NTK error ~20 % at 128, ~9 % at 1024); the lazy-regime study and the
+#: must-show test sweep the width, and suites can set ``width`` (512–1024 on a GPU).
+DEFAULT_WIDTH = 128
 #: Hidden nonlinearities L (math.md (a)); depth 2 is the setting math.md verifies against neural-tangents.
 DEFAULT_DEPTH = 2
 #: σw, σb of every layer (math.md (a)): the verified setting; σw = 1.5 keeps pre-activation variances O(1) for relu.
@@ -59,13 +64,19 @@ DEFAULT_B_STD = 0.05
 #: math.md (e)) and keeps L-BFGS well conditioned. Sweep it with ``reg_grid``.
 DEFAULT_REG = 1e-3
 #: L-BFGS iteration cap. Generous so members are trained to the tolerance, not to a budget: digits and mnist1d
-#: subsets with λ = 1e-3 converge in a few hundred iterations; the cap only binds for λ = 0 with one-hot targets
-#: (no finite minimizer), which is then recorded as not converged.
+#: subsets with λ = 1e-3 converge in at most ~600 iterations (network) / ~40 (linearized); the cap only binds
+#: for λ = 0 with one-hot targets (no finite minimizer), which is then recorded as not converged.
 DEFAULT_MAX_ITER = 5000
 #: Gradient tolerance ‖∇L_s‖_∞ for float64 training: logits then match the kernel solution to ~1e-6.
 DEFAULT_TOL_FLOAT64 = 1e-8
 #: Gradient tolerance for float32 training (float32 gradients of a mean loss carry ~1e-7 relative noise).
 DEFAULT_TOL_FLOAT32 = 1e-5
+#: Relative loss-change tolerance of L-BFGS (``training.fit_lbfgs``: below it for ``training.STALL_ITERATIONS``
+#: consecutive iterations = converged). The loss is accumulated in float64; in float32 the logits themselves carry
+#: ~6e-8 relative rounding, so relative changes below float32's machine epsilon (1.2e-7) are at the level of
+#: that rounding and training stops there ("loss_change").
+DEFAULT_TOL_CHANGE_FLOAT64 = 1e-12
+DEFAULT_TOL_CHANGE_FLOAT32 = 1e-7
 #: Adam settings when the data do not fit a full batch: rows per step, step size, maximum epochs, and epochs
 #: without validation-NLL improvement before a member stops (standard choices; early stopping ends training).
 DEFAULT_BATCH_SIZE = 256
@@ -306,10 +317,12 @@ class NTKEnsemble(Method):
         if opt is OptimizerChoice.AUTO:
             fits = state_bytes + act_bytes <= LBFGS_MEMORY_FRACTION * avail
             opt = OptimizerChoice.LBFGS if fits else OptimizerChoice.ADAM
-        tol = self.tol if self.tol is not None else (
-            DEFAULT_TOL_FLOAT64 if self.dtype_ == torch.float64 else DEFAULT_TOL_FLOAT32)
-        self.info_.update({"optimizer": opt.value, "tol": float(tol) if opt is OptimizerChoice.LBFGS else None,
-                           "cached_theta0": table.cache is not None})
+        f64 = self.dtype_ == torch.float64
+        tol = self.tol if self.tol is not None else (DEFAULT_TOL_FLOAT64 if f64 else DEFAULT_TOL_FLOAT32)
+        tol_change = DEFAULT_TOL_CHANGE_FLOAT64 if f64 else DEFAULT_TOL_CHANGE_FLOAT32
+        lbfgs = opt is OptimizerChoice.LBFGS
+        self.info_.update({"optimizer": opt.value, "tol": float(tol) if lbfgs else None,
+                           "tol_change": tol_change if lbfgs else None, "cached_theta0": table.cache is not None})
         train_in, val_in = (table.rows(n), yt), (table.rows(m, start=n), yv)
         anchor = self.params0_ if self.anchor_ is solve.Anchor.INIT else None
         out = []
@@ -320,7 +333,7 @@ class NTKEnsemble(Method):
                              "optimizer='adam' or fewer members")
                 chunk = max(1, int(n * min(1.0, LBFGS_MEMORY_FRACTION * avail / max(act_bytes, 1) / 2)))
                 res = training.fit_lbfgs(table, self.params0_, train_in, val_in if m else None, **common,
-                                         max_iter=int(self.max_iter), tol_grad=float(tol),
+                                         max_iter=int(self.max_iter), tol_grad=float(tol), tol_change=tol_change,
                                          chunk_size=None if chunk >= n else chunk)
             else:
                 res = training.fit_adam(table, self.params0_, train_in, val_in if m else None, **common,
@@ -395,7 +408,9 @@ class NTKEnsemble(Method):
     def _fit_analytic(self, xt: Tensor, yt: Tensor, xv: Tensor) -> list[dict]:
         S, n, C = int(self.members), xt.shape[0], self.num_classes_
         self.solve_dtype_ = self.dtype_
-        check_memory((2 * S * C + 4) * n * n * 8, xt.device, f"analytic NTK solve (N = {n}, {S} members)",
+        # NNGP, NTK and the prior's factor (3 N × N) plus the cheaper of the two Newton solvers ("auto" picks it)
+        need = 3 * n * n * 8 + min(cholesky_memory_bytes(n, C, S), cg_memory_bytes(n, C, S))
+        check_memory(need, xt.device, f"analytic NTK solve (N = {n}, {S} members)",
                      "fewer members or fewer training points")
         nngp, ntk = mlp_kernels(xt.double(), **self._kernel_args())
         prior_k = ntk if self.prior_ is Prior.NTKGP else nngp       # math.md (e): f̃0 ~ N(0, Θ ⊗ I_C)
@@ -482,6 +497,7 @@ def _training_summary(report: dict) -> dict:
     return {"optimizer": report["optimizer"], "iterations_min": int(min(iters)), "iterations_max": int(max(iters)),
             "grad_norm_max": float(max(report["grad_norm"])),
             "grad_max_max": float(max(report["grad_max"])) if "grad_max" in report else None,
+            "evaluations_max": int(max(report["evaluations"])) if "evaluations" in report else None,
             "all_converged": bool(all(report["converged"])), "converged": list(report["converged"]),
             "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
             "final_train_loss_max": float(max(report["final_train_loss"]))}

@@ -6,7 +6,9 @@ Implements ``../shared/math.md`` (c) and (d):
   g ~ N(m, K), K = Θ/κ, κ = λN; Newton/IRLS in the general sample-major (NC × NC) form (:func:`newton_full`) and
   in the class-block form, Rasmussen & Williams (2006, GPML) Algorithm 3.3 with a prior mean (:func:`newton_block`),
   both with a backtracking line search and the Laplace log evidence; the λ → 0 label-smoothed interpolant
-  (:func:`interpolant_smoothed`).
+  (:func:`interpolant_smoothed`). For large N the block form's steps can be solved matrix-free by
+  pivoted-Cholesky-preconditioned conjugate gradients (``solver="cg"``, :mod:`ntkbayes.ntk.solve_cg`, which also
+  explains the choice); ``solver="auto"`` uses Cholesky while it fits in memory.
 * (d) the linearized-Laplace (GGN) predictive N(μ*, Σ*) at test points (:func:`predict`, R&W Algorithm 3.4 for
   the block form) and the softmax predictive by Monte Carlo (:func:`softmax_mc`) or probit (:func:`softmax_probit`).
 
@@ -32,6 +34,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from ntkbayes import utils
 from ntkbayes.utils import check_memory
 
 #: Newton stops after two consecutive steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (float64 kernels). Newton converges
@@ -51,6 +54,18 @@ DEFAULT_PREDICT_BLOCK = 512
 #: Memory advice named in errors raised before (NC)² or C·N² matrices are formed.
 MEMORY_OPTION = ("member_chunk (solve fewer members at once), keep_factors=False, a smaller N (subsample / "
                  "max_train) or the block form with the analytic kernel (kernel='analytic')")
+
+
+class Solver(str, Enum):
+    """Linear algebra of the block Newton steps (:func:`newton_block`; the choice is explained in ``solve_cg``)."""
+
+    AUTO = "auto"
+    """Cholesky while its ~(2·B·C + C_K)·N² numbers fit in memory, preconditioned CG beyond."""
+    CHOLESKY = "cholesky"
+    """R&W Algorithm 3.3: C + 1 Cholesky factorizations per step; exact; gives the evidence and covariance."""
+    CG = "cg"
+    """Matrix-free steps by pivoted-Cholesky-preconditioned conjugate gradients (``ntk.solve_cg``): memory ~N²
+    for the kernel plus O(B·N·C); MAP to the CG tolerance; no log evidence (NaN), no covariance."""
 
 
 class Anchor(str, Enum):
@@ -79,6 +94,8 @@ class NewtonResult:
         delta_psi: (B,) |ΔΨ| of the last step. grad_norm: (B,) ‖∇_g Ψ‖ = ‖α − (y − p)‖ at the end.
         sqrt_w: (B, N, C, C) per-sample W^{1/2} (full form). chol: (B, NC, NC) chol(I + SKS) (full form).
         e_mats: (B, C, N, N) E_c (block form). chol_m: (B, N, N) chol(Σ_c E_c) (block form).
+        cg_iterations: (B,) total conjugate-gradient iterations over all Newton steps (``solver="cg"`` only; its
+            log_evidence is NaN). cg_max_residual: (B,) the largest final relative CG residual of any step.
     """
 
     form: str
@@ -96,10 +113,12 @@ class NewtonResult:
     chol: Tensor | None = None
     e_mats: Tensor | None = None
     chol_m: Tensor | None = None
+    cg_iterations: Tensor | None = None
+    cg_max_residual: Tensor | None = None
 
     def report(self) -> dict:
         """JSON-serializable convergence summary over the B members."""
-        return {
+        out = {
             "form": self.form,
             "members": int(self.f.shape[0]),
             "all_converged": bool(self.converged.all()),
@@ -109,6 +128,10 @@ class NewtonResult:
             "max_delta_psi": float(self.delta_psi.max()),
             "mean_log_evidence": float(self.log_evidence.mean()),
         }
+        if self.cg_iterations is not None:
+            out.update(solver="cg", max_cg_iterations=int(self.cg_iterations.max()),
+                       max_cg_residual=float(self.cg_max_residual.max()))
+        return out
 
 
 # ---- input handling ----
@@ -211,7 +234,8 @@ def _line_search(psi_of, a: Tensor, d: Tensor, psi0: Tensor, m: Tensor):
 
 
 def _newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_iter: int):
-    """Shared driver: Newton direction from ``step(a, m)``, line search, per-member convergence bookkeeping."""
+    """Shared driver: Newton direction from ``step(a, m, idx)`` (idx: the active members' indices), line search,
+    per-member convergence bookkeeping."""
     if tol is None:
         tol = DEFAULT_TOL if a0.dtype == torch.float64 else DEFAULT_TOL_FLOAT32
     B = a0.shape[0]
@@ -225,7 +249,7 @@ def _newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_ite
         if act.numel() == 0:
             break
         a_act, m_act = a[act], m[act]
-        a_new, psi_new = _line_search(psi_of, a_act, step(a_act, m_act) - a_act, psi[act], m_act)
+        a_new, psi_new = _line_search(psi_of, a_act, step(a_act, m_act, act) - a_act, psi[act], m_act)
         change = (psi[act] - psi_new).abs()
         a[act], psi[act], dpsi[act] = a_new, psi_new, change
         iters[act] += 1
@@ -262,7 +286,7 @@ def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float 
         u = kmv(a)
         return -(Y * torch.log_softmax(mm + u, -1)).sum((1, 2)) + 0.5 * (a * u).sum((1, 2))
 
-    def step(a: Tensor, mm: Tensor) -> Tensor:  # math.md (c), Newton/IRLS lines
+    def step(a: Tensor, mm: Tensor, _idx: Tensor) -> Tensor:  # math.md (c), Newton/IRLS lines
         u = kmv(a)
         p = torch.softmax(mm + u, -1)
         S, W = _sqrt_w(p)
@@ -341,7 +365,7 @@ def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: floa
         u = kmv(a)
         return -(Yc * torch.log_softmax(mm + u, 1)).sum((1, 2)) + 0.5 * (a * u).sum((1, 2))
 
-    def step(a: Tensor, mm: Tensor) -> Tensor:  # R&W Algorithm 3.3, lines 4-12, with u = f − m
+    def step(a: Tensor, mm: Tensor, _idx: Tensor) -> Tensor:  # R&W Algorithm 3.3, lines 4-12, with u = f − m
         u = kmv(a)
         pi = torch.softmax(mm + u, 1)
         E, _ = _block_factor(Kc, pi.sqrt(), scale)
@@ -369,7 +393,7 @@ def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: floa
 
 def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
                  max_iter: int = DEFAULT_MAX_ITER, member_chunk: int | None = None,
-                 keep_factors: bool = True) -> NewtonResult:
+                 keep_factors: bool = True, solver: str | Solver = Solver.AUTO, **cg_options) -> NewtonResult:
     """Newton for a class-block kernel K = blockdiag(K_1..K_C): R&W Algorithm 3.3 with a prior mean and a line
     search (math.md (c)). Cost O(B C N³) per iteration, memory about 2·B·C·N² numbers.
 
@@ -377,6 +401,8 @@ def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float
         Kc: (N, N) kernel shared by all classes (e.g. the analytic NTK Θ, multi-output Θ ⊗ I_C) or (C, N, N);
             prior covariance is ``kernel_scale · K_c``.
         m, Y, tol, max_iter, member_chunk, keep_factors: as in :func:`newton_full` (m, Y sample-major (B, N, C)).
+        solver: :class:`Solver`; ``"auto"`` uses Cholesky when it fits in memory (then exactly as before), CG
+            otherwise. cg_options: ``cg_tol``, ``cg_max_iter``, ``precond_rank`` of ``solve_cg.newton_block_cg``.
 
     Returns:
         :class:`NewtonResult` with ``form = "block"`` (same MAP as :func:`newton_full` on Σ_c K_c ⊗ e_c e_cᵀ).
@@ -389,8 +415,23 @@ def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float
         raise ValueError(f"Kc: expected (N, N)=({N}, {N}) or (C, N, N)=({C}, {N}, {N}), got {tuple(Kc.shape)}")
     m, Y = _members(m, N, C, Kc, "m"), _targets(Y, N, C, Kc)
     chunk = member_chunk or m.shape[0]
-    check_memory((2 * min(chunk, m.shape[0]) * C + Kc.shape[0]) * N**2 * Kc.element_size(), Kc.device,
-                 f"block Newton (N = {N}, C = {C}, {min(chunk, m.shape[0])} members)", MEMORY_OPTION)
+    try:
+        solver = Solver(solver)
+    except ValueError:
+        raise ValueError(f"solver: expected one of {[v.value for v in Solver]}, got {solver!r}") from None
+    from ntkbayes.ntk import solve_cg
+
+    need = solve_cg.cholesky_memory_bytes(N, C, min(chunk, m.shape[0]), Kc.shape[0], Kc.element_size())
+    if solver is Solver.AUTO:
+        solver = Solver.CHOLESKY if need <= 0.8 * utils.available_memory(Kc.device) else Solver.CG
+    if solver is Solver.CG:
+        return _cat([solve_cg.newton_block_cg(Kc, m[i:i + chunk], Y, kernel_scale=kernel_scale, tol=tol,
+                                              max_iter=max_iter, **cg_options)
+                     for i in range(0, m.shape[0], chunk)])
+    if cg_options:
+        raise ValueError(f"{sorted(cg_options)}: CG options need solver='cg' or 'auto'")
+    check_memory(need, Kc.device, f"block Newton (N = {N}, C = {C}, {min(chunk, m.shape[0])} members)",
+                 MEMORY_OPTION + ", or solver='cg'")
     return _cat([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
                  for i in range(0, m.shape[0], chunk)])
 
@@ -517,7 +558,8 @@ def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None =
     if K_star_star is None:
         return mean, None
     if (result.chol is None) and (result.e_mats is None):
-        raise ValueError("result: factors were not kept (keep_factors=False); the covariance needs them")
+        raise ValueError("result: factors were not kept (keep_factors=False, or solver='cg'); the covariance "
+                         "needs them")
     if result.form == "full":
         return mean, _cov_full(result, Kx * s, K_star_star, M, joint, block_size)
     if joint:

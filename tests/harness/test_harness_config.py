@@ -11,7 +11,7 @@ import harness_fakes
 import pytest
 
 from ntkbayes.errors import UserError
-from ntkbayes.harness.config import Device, canonical_json, load_suite, parse_suite, run_id_of
+from ntkbayes.harness.config import Cell, Device, canonical_json, load_suite, parse_suite, run_id_of
 
 
 @pytest.fixture(autouse=True)
@@ -151,6 +151,12 @@ BASE = """
         ("seeds = [0\n", ["invalid TOML"]),
         ("seeds = [0]\nseeds = [1]\n", ["invalid TOML"]),
         ("seeds = " + "[" * 5000 + "]" * 5000 + "\n", ["invalid TOML", "nested too deeply"]),
+        ("tf32 = 1\n" + BASE, ["tf32", "true or false"]),
+        ("seeds = [0]\n[datasets._tiny]\nshift = 'rotation'\n[methods._test_logreg]\n",
+         ["[datasets._tiny] shift", "array of shift kinds"]),
+        ("seeds = [0]\n[datasets._tiny]\nshift = ['blur']\n[methods._test_logreg]\n",
+         ["[datasets._tiny] shift", "unknown shift kind 'blur'", "gaussian_noise"]),
+        ("seeds = [0]\n[datasets._tiny]\nshift = ['roll', 'roll']\n[methods._test_logreg]\n", ["shift", "repeats"]),
     ],
 )
 def test_bad_suites_name_file_table_and_key(tmp_path, text, needles):
@@ -248,3 +254,32 @@ def test_repository_suites_parse():
             pytest.skip(f"methods not written yet: {missing}")
         suite = load_suite(path)
         assert suite.name == name and len(suite.cells()) > 0
+
+
+def test_shift_and_tf32_enter_cells_and_run_ids_only_when_set(tmp_path):
+    plain = load_suite(write(tmp_path, GOOD)).cells()
+    both = load_suite(write(tmp_path, "tf32 = true\n" + GOOD.replace("n = 60", "n = 60\n    shift = ['roll']"),
+                            "b.toml")).cells()
+    assert [c.run_id for c in plain] == [run_id_of(c.dataset, c.resolved_options, c.method, c.resolved_params, c.seed)
+                                         for c in plain]  # no evaluation settings: the run_ids of before
+    assert all(not c.shift and not c.tf32 for c in plain)
+    shifted = [c for c in both if c.dataset_label == "_tiny"]
+    assert all(c.shift == ("roll",) and c.tf32 for c in shifted)
+    assert all(c.shift == () and c.tf32 for c in both if c.dataset_label == "flat")
+    for p, b in zip(plain, both):
+        assert p.run_id != b.run_id
+        evaluation = {**({"shift": ["roll"]} if b.shift else {}), "tf32": True}
+        assert b.run_id == run_id_of(b.dataset, b.resolved_options, b.method, b.resolved_params, b.seed, evaluation)
+    cell = shifted[0]
+    assert Cell.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell  # what the Ray executor ships
+
+
+def test_unknown_methods_can_be_kept_to_fail_later(tmp_path):
+    text = GOOD + "    [methods.later]\n    method = 'not_written_yet'\n    width = [8, 16]\n"
+    with pytest.raises(UserError, match="unknown method 'not_written_yet'"):
+        load_suite(write(tmp_path, text))
+    suite = load_suite(write(tmp_path, text), unknown_methods="fail")
+    later = [c for c in suite.cells() if c.method == "not_written_yet"]
+    assert len(later) == 8 and {c.params["width"] for c in later} == {8, 16}  # a list is a sweep, unchecked
+    with pytest.raises(ValueError, match="unknown_methods"):
+        load_suite(write(tmp_path, GOOD), unknown_methods="skip")

@@ -182,3 +182,25 @@ def test_same_label_different_params_are_separate_rows(tmp_path):
                       "metrics": {"cls/acc": 0.5 + i / 10}})
     methods = list(aggregate(long_frame(effective_records(store)))["method"])
     assert len(set(methods)) == 2 and all(m.startswith("map #") for m in methods)
+
+
+def test_shift_metrics_are_tolerated_and_selectable(tmp_path):
+    """Records with ``shift/<kind>/<severity>/{acc,nll,ece}`` keys (runner shift evaluation): the default tables
+    leave them out, patterns select them, and their directions follow the last part of the key."""
+    store = ResultsStore(tmp_path)
+    for seed, (acc, nll) in enumerate([(0.9, 0.3), (0.7, 0.5)]):
+        for label, shift_acc in (("A", 0.6), ("B", 0.4)):
+            store.append({"schema_version": SCHEMA_VERSION, "run_id": f"{label}{seed}", "suite": "s",
+                          "dataset": "tiny", "dataset_label": "d", "dataset_options": {}, "method": label,
+                          "method_label": label, "params": {}, "seed": seed, "status": "ok", "error": None,
+                          "metrics": {"cls/acc": acc, "cal/nll": nll, "shift/rotation/3/acc": shift_acc + seed / 10,
+                                      "shift/rotation/3/nll": 1 - shift_acc, "shift/rotation/3/ece": 0.1}})
+    md = leaderboard(tmp_path, "md")
+    assert "cls/acc" in md and "shift/" not in md
+    assert higher_is_better("shift/rotation/3/acc") and not higher_is_better("shift/rotation/3/nll")
+    assert not higher_is_better("shift/rotation/3/ece")
+    agg = aggregate(long_frame(effective_records(tmp_path)), ["shift/rotation/*"])
+    assert set(agg["metric"]) == {"shift/rotation/3/acc", "shift/rotation/3/nll", "shift/rotation/3/ece"}
+    best = agg[agg["metric"] == "shift/rotation/3/acc"].set_index("method")
+    assert best.loc["A", "mean"] == pytest.approx(0.65) and best.loc["A", "n_ok"] == 2
+    assert "shift/rotation/3/nll" in leaderboard(tmp_path, "csv")

@@ -206,3 +206,63 @@ def test_two_runners_record_each_cell_once(tmp_path):
     assert all(r["status"] == "ok" for r in recs)
     ran = [int(o[0].split("ran ")[1].split()[0]) for o in outs]
     assert sum(ran) == 9
+
+
+def test_shift_metrics_match_a_direct_computation_and_tf32_is_recorded(tmp_path):
+    from ntkbayes import methods
+    from ntkbayes.data import shifted
+    from ntkbayes.metrics import evaluate
+
+    s = parse_suite({"seeds": [1], "device": "cpu", "threads": 1, "tf32": True,
+                     "datasets": {"_tiny": {"n": 60, "shift": ["gaussian_noise", "roll"]}},
+                     "methods": {"_test_logreg": {"steps": 5, "members": 2}}}, "t.toml")
+    cell = s.cells()[0]
+    record, _ = run_cell(cell, "cpu")
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["tf32"] is True and record["float32_matmul_precision"] == "high"
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.get_float32_matmul_precision() == "high"
+    m = record["metrics"]
+    assert len([k for k in m if k.startswith("shift/")]) == 2 * 5 * 3
+    data = runner.load_data(cell)  # the slow, obvious way: refit, corrupt, score
+    model = methods.create("_test_logreg", steps=5, members=2).fit(data, seed=1, device=torch.device("cpu"))
+    for kind in ("gaussian_noise", "roll"):
+        for sev in (1, 5):
+            ref = evaluate(model.predict(shifted(data, kind, sev, 1)), data.test.y)
+            assert m[f"shift/{kind}/{sev}/acc"] == ref["cls/acc"]
+            assert m[f"shift/{kind}/{sev}/nll"] == pytest.approx(ref["cal/nll"], rel=1e-12)
+            assert m[f"shift/{kind}/{sev}/ece"] == pytest.approx(ref["cal/ece"], rel=1e-12)
+    assert m["shift/gaussian_noise/5/nll"] > m["shift/gaussian_noise/1/nll"]  # more noise, worse NLL
+    runner.clear_data_cache()
+    plain, _ = run_cell(suite(seeds=(0,)).cells()[0], "cpu")
+    assert plain["tf32"] is False and plain["shift_seconds"] is None and not torch.backends.cuda.matmul.allow_tf32
+    assert not [k for k in plain["metrics"] if k.startswith("shift/")]
+
+
+def test_dry_run_caps_the_suite_and_fails_unknown_methods_only(tmp_path):
+    raw = {"name": "big", "seeds": [3, 4], "device": "cuda", "tf32": True, "datasets": {"_tiny": {"n": 60}},
+           "methods": {"wide": {"method": "_test_logreg", "members": [1, 4, 8], "steps": 5},
+                       "later": {"method": "not_written_yet", "members": 8}}}
+    s = parse_suite(raw, "big.toml", unknown_methods="fail")
+    dry = runner.dry_run_suite(s)
+    assert dry.name == "big-dry-run" and dry.seeds == (3,) and dry.device.value == "cpu" and dry.threads == 1
+    wide = next(m for m in dry.methods if m.label == "wide")
+    assert wide.sweep == {"members": (1, 2)} and wide.params["steps"] == 5  # 4 and 8 both become 2: one row
+    summary = run_suite(s, tmp_path, progress=False, dry_run=True)
+    assert (summary.cells, summary.ok, summary.failed) == (3, 2, 1)
+    recs = {r["method_label"]: r for r in ResultsStore(tmp_path).records()}
+    assert recs["later"]["failed_stage"] == "create" and "not_written_yet" in recs["later"]["error"]
+    assert recs["wide[members=2]"]["params"]["members"] == 2 and recs["wide[members=2]"]["device"] == "cpu"
+    from ntkbayes.errors import UserError
+
+    with pytest.raises(UserError, match="dry run"):
+        run_suite(s, tmp_path, progress=False, dry_run=True, device="cuda")
+
+
+def test_failed_record_has_the_cell_and_provenance(tmp_path):
+    cell = suite(seeds=(0,)).cells()[0]
+    r = runner.failed_record(cell, "cpu", "WorkerCrashedError: gone", "ray")
+    assert r["status"] == "failed" and r["run_id"] == cell.run_id and r["failed_stage"] == "ray"
+    assert r["error"] == "WorkerCrashedError: gone" and r["metrics"] == {} and r["versions"]["torch"]
+    store = ResultsStore(tmp_path)  # the driver appends it like any other record; the cell is then retried
+    store.append(r)
+    assert store.records() == [r] and cell.run_id not in store.done_run_ids()

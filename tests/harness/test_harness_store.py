@@ -180,3 +180,52 @@ def test_cleanup_removes_temp_files_of_dead_writers_only(tmp_path):
     (tmp_path / "predictions" / f".abd.{os.getpid()}.x2.tmp").write_bytes(b"mine, in progress")
     assert store.cleanup_temp() == 1
     assert [p.name for p in (tmp_path / "predictions").iterdir()] == [f".abd.{os.getpid()}.x2.tmp"]
+
+
+def test_records_with_wrongly_typed_fields_are_refused_and_skipped(tmp_path):
+    store = ResultsStore(tmp_path)
+    for field, value in (("seed", "0"), ("seed", True), ("params", [1]), ("method_label", ["x"]),
+                         ("metrics", {"cls/acc": "high"}), ("metrics", {"cls/acc": True}), ("error", 3),
+                         ("dataset", None)):
+        with pytest.raises(ValueError, match=field if field != "metrics" else "metric"):
+            store.append(rec("a", **{field: value}))
+        with open(store.records_path, "a") as f:
+            f.write(json.dumps(rec("b", **{field: value})) + "\n")
+    store.append(rec("c", method_label=None, error=None, metrics={"x": None, "y": 2}))  # null optional fields
+    with open(store.records_path, "ab") as f:
+        f.write(b"[" * 100_000 + b"\n")  # nested too deep for the json module: RecursionError
+        f.write(b'{"seed": ' + b"9" * 5000 + b"}\n")  # an int beyond Python's str→int limit: plain ValueError
+    with pytest.warns(StoreWarning) as warned:
+        assert [r["run_id"] for r in store.records()] == ["c"]
+    assert len(warned) == 10 and "field 'seed' should be int" in str(warned[0].message)
+    assert "RecursionError" in str(warned[8].message) and "line 10:" in str(warned[8].message)
+
+
+def test_zombies_and_bad_pids_are_dead(tmp_path):
+    from ntkbayes.harness.store import _alive, _process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(200):  # exited but not reaped: a zombie, as a SIGKILLed runner is until its parent waits
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        import time
+
+        time.sleep(0.05)
+    assert _alive(child.pid, _process_start(child.pid)) is False
+    child.wait()
+    assert _alive(os.getpid(), _process_start(os.getpid())) is True
+    assert not any(_alive(p, None) for p in (0, -1, True))
+
+
+def test_cleanup_removes_claims_of_dead_runners(tmp_path):
+    store = ResultsStore(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "claims").mkdir()
+    me = {"host": socket.gethostname()}
+    (tmp_path / "claims" / "dead.json").write_text(json.dumps({**me, "pid": int(dead.stdout), "start": "1"}))
+    (tmp_path / "claims" / "garbled.json").write_text("{")
+    (tmp_path / "claims" / "elsewhere.json").write_text(json.dumps({"host": "other", "pid": 1, "start": "1"}))
+    assert store.try_claim("mine")
+    assert store.cleanup_temp() == 2
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["elsewhere.json", "mine.json"]

@@ -145,3 +145,76 @@ def test_errors(blobs, monkeypatch):
     monkeypatch.setattr("ntkbayes.utils.available_memory", lambda device: 1000)
     with pytest.raises(MemoryEstimateError, match="max_train"):
         nb.methods.create("gp").fit(blobs)
+
+
+def _brute_force_laplace(K, Y, Ks, kss):
+    """Multiclass Laplace GP written out densely in numpy (R&W §3.5, eqs. 3.39–3.44), independent of ntk.solve:
+    the mode by scipy's trust-region Newton on Ψ(f) = −Σ y·log softmax f + ½ fᵀ(K ⊗ I_C)⁻¹ f over f ∈ R^{N·C},
+    then W, the log evidence and the per-point predictive mean and C × C covariance with dense (NC × NC) algebra."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax, softmax
+
+    n, c = Y.shape
+    Kbig = np.kron(K, np.eye(c))                                          # sample-major, index n*C + c
+    Kinv = np.linalg.inv(Kbig)
+
+    def psi(f):
+        return -(Y * log_softmax(f.reshape(n, c), -1)).sum() + 0.5 * f @ Kinv @ f
+
+    def grad(f):
+        return -(Y - softmax(f.reshape(n, c), -1)).reshape(-1) + Kinv @ f
+
+    def hess(f):
+        p = softmax(f.reshape(n, c), -1)
+        W = np.zeros((n * c, n * c))
+        for i in range(n):
+            W[i * c:(i + 1) * c, i * c:(i + 1) * c] = np.diag(p[i]) - np.outer(p[i], p[i])
+        return W + Kinv
+
+    opt = minimize(psi, np.zeros(n * c), jac=grad, hess=hess, method="trust-exact", options={"gtol": 1e-12})
+    f = opt.x
+    W = hess(f) - Kinv
+    sign, logdet = np.linalg.slogdet(np.eye(n * c) + Kbig @ W)
+    log_ev = (Y * log_softmax(f.reshape(n, c), -1)).sum() - 0.5 * f @ Kinv @ f - 0.5 * logdet
+    Ksbig = np.kron(Ks, np.eye(c))                                        # (M·C, N·C)
+    mean = (Ksbig @ Kinv @ f).reshape(-1, c)
+    cov = np.kron(np.diag(kss), np.eye(c)) - Ksbig @ W @ np.linalg.solve(np.eye(n * c) + Kbig @ W, Ksbig.T)
+    m = Ks.shape[0]
+    blocks = np.stack([cov[j * c:(j + 1) * c, j * c:(j + 1) * c] for j in range(m)])
+    return mean, blocks, log_ev, opt
+
+
+def test_exact_backend_equals_brute_force_dense_laplace():
+    """The GP's mode, log evidence and probit predictive equal a dense numpy/scipy Laplace written from R&W."""
+    data = _tests_conftest().tiny_splits(n=24, classes=3, dim=2, seed=1)
+    ls, s = 0.5, 4.0                                                  # K well conditioned: dense K⁻¹ is safe
+    gp = nb.methods.create("gp", kernel="rbf", lengthscale=ls, outputscale=s, link="probit").fit(data, seed=0)
+    x, xt = data.train.x.double().numpy(), data.test.x.double().numpy()
+    k = lambda a, b: s * np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * ls**2))  # noqa: E731
+    Y = np.eye(3)[data.train.y.numpy()]
+    mean, cov, log_ev, opt = _brute_force_laplace(k(x, x), Y, k(xt, x), np.full(len(xt), s))
+    assert np.abs(opt.jac).max() < 1e-9, opt.message
+    assert np.allclose(gp.result_.f[0].numpy(), opt.x.reshape(-1, 3), atol=1e-7)
+    assert gp.fit_info()["log_evidence"] == pytest.approx(log_ev, abs=1e-7)
+    mu, sigma = gp._latent(data.test.x.double())
+    assert np.abs(mu.numpy() - mean).max() < 1e-7 and np.abs(sigma.numpy() - cov).max() < 1e-7
+    kappa = 1 / np.sqrt(1 + np.pi / 8 * np.einsum("mcc->mc", cov))
+    probs = np.exp(mean * kappa) / np.exp(mean * kappa).sum(-1, keepdims=True)
+    assert np.abs(gp.predict(data.test.x).probs.numpy() - probs).max() < 1e-7
+
+
+@pytest.mark.parametrize(("kernel", "activation", "depth"), [("ntk", "erf", 3), ("nngp", "tanh", 2)])
+def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, depth):
+    """nngp/ntk kernels are ``mlp_kernels`` of the requested MLP (closed form or quadrature), scaled by s."""
+    from ntkbayes.ntk.analytic import mlp_kernels
+
+    blobs = _tests_conftest().tiny_splits(n=30, classes=3, dim=4, seed=0)  # quadrature: 10⁴ nodes per entry
+
+    gp = nb.methods.create("gp", kernel=kernel, activation=activation, depth=depth, outputscale=2.0,
+                           link="probit").fit(blobs, seed=0)
+    x = blobs.train.x.double()
+    nngp, ntk = mlp_kernels(x, depth=depth, activation=activation)
+    K = 2.0 * (ntk if kernel == "ntk" else nngp)
+    res = solve.newton_block(K, None, torch.nn.functional.one_hot(blobs.train.y, 3).double())
+    assert (gp.result_.f - res.f).abs().max() < 1e-10
+    assert accuracy(gp.predict(blobs.test.x), blobs.test.y) > 0.8

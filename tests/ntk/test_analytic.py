@@ -69,7 +69,7 @@ def _reference_dblquad(act, k11, k22, k12):
     l21, l22 = k12 / l11, math.sqrt(k22 - k12 * k12 / k11)
     out = []
     for g in (phi, dphi):
-        val, _ = integrate.dblquad(lambda z2, z1: _pdf(z1) * _pdf(z2) * g(l11 * z1) * g(l21 * z1 + l22 * z2),
+        val, _ = integrate.dblquad(lambda z2, z1, g=g: _pdf(z1) * _pdf(z2) * g(l11 * z1) * g(l21 * z1 + l22 * z2),
                                    -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-12)
         out.append(val)
     return out

@@ -1,0 +1,234 @@
+"""Linearized Laplace on a trained MAP network through laplace-torch (Daxberger et al., "Laplace Redux", NeurIPS 2021).
+
+θ | D ≈ N(θ̂, H⁻¹) with H = Jᵀ Ŵ J + κ I (the GGN of Σ CE + (κ/2)‖θ‖²), restricted to the readout layer or over all
+weights, with a Kronecker-factored, diagonal or full H; the GLM (linearized) predictive f(x*) ~ N(μ*, Σ*) pushed
+through the softmax by the probit approximation or by Monte Carlo (math.md (d)). The summed-CE convention makes
+laplace-torch's ``prior_precision`` the κ = λN of math.md §0; κ is chosen by the Laplace marginal likelihood or by a
+grid over validation NLL computed with exactly the predictive used at test time (benchmarks.md §4, pitfall 4).
+
+The network is the ``map`` one (same training, same seed); it is rebuilt from ``torch.nn.Linear``/``Conv2d``
+layers (:func:`ntkbayes.models.as_torch_layers`) because laplace-torch's last-layer search and curvlinops' KFAC
+recognize layers by type. Known traps guarded here: BatchNorm (running statistics change under laplace-torch's
+forward passes and KFAC has no factors for it — rejected; the ResNet here uses GroupNorm), and memory with many
+classes (the full Hessian is P², and the GLM predictive's Jacobians are N·C·P: the full Hessian is refused, with
+the option named, when it cannot fit, and Jacobians are computed in row blocks sized to a memory budget).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ntkbayes.methods.map import (
+    DEFAULT_B_STD,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEPTH,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_MAX_ITER,
+    DEFAULT_PATIENCE,
+    DEFAULT_W_STD,
+    DEFAULT_WEIGHT_DECAY,
+    DEFAULT_WIDTH,
+    MAP,
+    enum_param,
+)
+from ntkbayes.models import as_torch_layers
+from ntkbayes.predictive import Predictive
+from ntkbayes.training import member
+from ntkbayes.utils import check_memory
+
+
+class Subset(str, Enum):
+    """Which weights get a Gaussian posterior (the rest stay at the MAP)."""
+
+    LAST_LAYER = "last_layer"
+    """The readout layer only (cheap; the usual default of Laplace Redux)."""
+    ALL = "all"
+    """Every weight."""
+
+
+class Hessian(str, Enum):
+    """Structure of the GGN approximation H."""
+
+    KRON = "kron"
+    """Kronecker-factored per layer (K-FAC)."""
+    DIAG = "diag"
+    """Diagonal."""
+    FULL = "full"
+    """Dense P × P (only where the memory estimate allows)."""
+
+
+class Link(str, Enum):
+    """How the Gaussian over logits N(μ*, Σ*) is pushed through the softmax (math.md (d))."""
+
+    PROBIT = "probit"
+    """softmax(μ*/√(1 + π/8·diag Σ*)); deterministic, S = 1."""
+    MC = "mc"
+    """S = ``num_samples`` logit samples μ* + chol(Σ*) z, one member each (so epistemic scores are defined)."""
+
+
+class PriorFit(str, Enum):
+    """How the prior precision κ is chosen."""
+
+    MARGLIK = "marglik"
+    """Maximize the Laplace log marginal likelihood over a scalar κ (laplace-torch, Adam on log κ)."""
+    VAL_NLL = "val_nll"
+    """Minimize validation NLL over :data:`PRIOR_GRID`, with the same link and samples as prediction."""
+
+
+#: Posterior over the readout only: Laplace Redux's recommended default (most of the gain, a fraction of the cost).
+DEFAULT_SUBSET = "last_layer"
+#: K-FAC: near-full quality at block-diagonal cost (Laplace Redux §4).
+DEFAULT_HESSIAN = "kron"
+#: Monte Carlo: probit is off by up to 0.1 in probability when Σ* is large (math.md (d), verified).
+DEFAULT_LINK = "mc"
+#: Marginal likelihood: uses the training data only and needs no grid.
+DEFAULT_PRIOR_FIT = "marglik"
+#: Logit samples for ``link="mc"``: the same Monte-Carlo budget as ``mc_dropout``, so their stored predictions and
+#: mutual-information estimates compare.
+DEFAULT_NUM_SAMPLES = 32
+#: κ grid for ``prior_fit="val_nll"``: laplace-torch's default range 1e-4 … 1e4, 5 points per decade.
+PRIOR_GRID = tuple(10.0 ** (k / 5) for k in range(-20, 21))
+#: Adam steps of the marginal-likelihood fit (laplace-torch's default, lr 0.1 on log κ, started at κ = 1).
+MARGLIK_STEPS = 100
+#: Bytes the per-block Jacobians (rows · C · P) of the GLM predictive and the curvature fit may take: large
+#: enough for full GEMMs, small enough for a laptop or a shared GPU.
+JACOBIAN_BYTES = 2**28
+#: Upper bound on rows per block.
+MAX_ROWS = 1024
+
+
+def check_no_batchnorm(net: nn.Module) -> None:
+    """Refuse networks with BatchNorm (its running statistics and missing K-FAC factors are Laplace traps)."""
+    bn = [n for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if bn:
+        raise ValueError(f"laplace: the network has BatchNorm layers ({', '.join(bn[:3])}); use GroupNorm "
+                         "(arch='resnet' does) or a network without normalization")
+
+
+class Laplace(MAP):
+    """MAP network + linearized Laplace posterior (laplace-torch) + GLM predictive.
+
+    Args: subset (:class:`Subset`), hessian (:class:`Hessian`), link (:class:`Link`), prior_fit
+    (:class:`PriorFit`), num_samples (S for ``link="mc"``); the rest as :class:`~ntkbayes.methods.map.MAP`.
+    Predictive: (S, N, C) with S = ``num_samples`` (mc) or 1 (probit).
+    """
+
+    name = "laplace"
+
+    def __init__(self, *, subset: str = DEFAULT_SUBSET, hessian: str = DEFAULT_HESSIAN, link: str = DEFAULT_LINK,
+                 prior_fit: str = DEFAULT_PRIOR_FIT, num_samples: int = DEFAULT_NUM_SAMPLES,
+                 width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
+                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
+                 batch_size: int = DEFAULT_BATCH_SIZE, patience: int = DEFAULT_PATIENCE, optimizer: str = "adam",
+                 max_iter: int = DEFAULT_MAX_ITER, arch: str = "mlp", dtype: str = "float32"):
+        super().__init__(width=width, depth=depth, activation=activation, w_std=w_std, b_std=b_std,
+                         weight_decay=weight_decay, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience,
+                         optimizer=optimizer, max_iter=max_iter, arch=arch, dtype=dtype)
+        self.subset = subset
+        self.hessian = hessian
+        self.link = link
+        self.prior_fit = prior_fit
+        self.num_samples = num_samples
+
+    # -- fit ------------------------------------------------------------------------------------------------------
+    def _fit(self, data, seed: int, device: torch.device) -> None:
+        from laplace import Laplace as LaplaceTorch
+
+        subset = enum_param(Subset, self.subset, "subset")
+        hessian = enum_param(Hessian, self.hessian, "hessian")
+        enum_param(Link, self.link, "link")
+        prior_fit = enum_param(PriorFit, self.prior_fit, "prior_fit")
+        if int(self.num_samples) < 1:
+            raise ValueError(f"num_samples: expected ≥ 1, got {self.num_samples}")
+        self._train(data, seed, device, members=1)
+        net = self._map_network()
+        check_no_batchnorm(net)
+        readout = net.linear if hasattr(net, "linear") else net[-1]
+        n_la = sum(p.numel() for p in (readout if subset is Subset.LAST_LAYER else net).parameters())
+        self._plan_memory(n_la, hessian, subset, device)
+        self.seed_ = int(seed)
+        last_name = "linear" if hasattr(net, "linear") else str(len(net) - 1)
+        kwargs = {"last_layer_name": last_name} if subset is Subset.LAST_LAYER else {}
+        la = LaplaceTorch(net, "classification", subset_of_weights=subset.value, hessian_structure=hessian.value,
+                          **kwargs)
+        x, y = data.train.x.to(device=device, dtype=self.torch_dtype), data.train.y.to(device)
+        la.fit(DataLoader(TensorDataset(x, y), batch_size=self.rows_))
+        self.la_ = la
+        grid_nll = None
+        if prior_fit is PriorFit.MARGLIK:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*link_approx.*")  # the GLM link plays no part here
+                la.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=MARGLIK_STEPS,
+                                            prior_structure="scalar", init_prior_prec=1.0)
+        else:
+            grid_nll = [self._val_nll(k, data) for k in PRIOR_GRID]
+            la.prior_precision = float(PRIOR_GRID[min(range(len(grid_nll)), key=grid_nll.__getitem__)])
+        kappa = float(la.prior_precision.reshape(-1)[0])
+        if not (math.isfinite(kappa) and kappa > 0):
+            raise FloatingPointError(f"laplace: prior precision fit gave κ = {kappa}; expected a finite κ > 0")
+        self.prior_precision_ = kappa
+        self.info_.update(subset=subset.value, hessian=hessian.value, link=self.link, prior_fit=prior_fit.value,
+                          num_samples=int(self.num_samples), laplace_params=int(n_la),
+                          map_prior_precision=self.info_["prior_precision"], prior_precision=kappa,
+                          log_marginal_likelihood=float(la.log_marginal_likelihood().detach()),
+                          jacobian_rows=self.rows_)
+        if grid_nll is not None:
+            self.info_["val_nll_grid"] = {f"{k:.4g}": v for k, v in zip(PRIOR_GRID, grid_nll)}
+
+    def _map_network(self) -> nn.Module:
+        """The trained MAP member as a torch-layer network on ``device_`` (eval mode)."""
+        module = self.module_
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                p.copy_(member(self.params_, 0)[name])
+        net = as_torch_layers(module).to(device=self.device_, dtype=self.torch_dtype)
+        return net.eval()
+
+    def _plan_memory(self, n_la: int, hessian: Hessian, subset: Subset, device: torch.device) -> None:
+        """Refuse a full Hessian that cannot fit; size the Jacobian row blocks (``rows_``) to :data:`JACOBIAN_BYTES`."""
+        item = torch.empty((), dtype=self.torch_dtype).element_size()
+        c = int(self.num_classes_)
+        if hessian is Hessian.FULL:  # H, its inverse / Cholesky factor and a work copy: 3 P² numbers
+            check_memory(3.0 * n_la**2 * item, device, f"full Laplace Hessian ({n_la} × {n_la}, subset={subset.value})",
+                         "hessian='kron' or 'diag'" + (", or subset='last_layer'" if subset is Subset.ALL else ""))
+        per_row = c * n_la * item
+        check_memory(per_row, device, f"Jacobian of one input ({c} classes × {n_la} weights)",
+                     "subset='last_layer'" if subset is Subset.ALL else "a smaller width")
+        self.rows_ = int(max(1, min(MAX_ROWS, JACOBIAN_BYTES // per_row)))
+
+    # -- predict --------------------------------------------------------------------------------------------------
+    def _laplace_predict(self, x: Tensor) -> Predictive:
+        """GLM predictive on x (N, ...) in row blocks; MC samples from a generator seeded by the fit seed."""
+        x = x.to(device=self.device_, dtype=self.torch_dtype)
+        mc = enum_param(Link, self.link, "link") is Link.MC
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed_ * 1000 + 999)
+        out = []
+        with torch.enable_grad():  # laplace-torch's Jacobians need autograd even inside Method.predict's no_grad
+            for a in range(0, x.shape[0], self.rows_):
+                xb = x[a:a + self.rows_]
+                if mc:
+                    out.append(self.la_.functional_samples(xb, pred_type="glm", n_samples=int(self.num_samples),
+                                                           generator=gen).detach())
+                else:
+                    out.append(self.la_(xb, pred_type="glm", link_approx="probit").detach().unsqueeze(0))
+        joined = torch.cat(out, 1)
+        return Predictive.from_logits(joined) if mc else Predictive(joined / joined.sum(-1, keepdim=True))
+
+    def _val_nll(self, kappa: float, data) -> float:
+        """Validation NLL of the predictive at prior precision κ (the settings of :meth:`_predict`)."""
+        self.la_.prior_precision = float(kappa)
+        with torch.no_grad():
+            pred = self._laplace_predict(data.val.x)
+        p = pred.probs.gather(1, data.val.y.reshape(-1, 1)).squeeze(1)
+        return float(-p.clamp_min(torch.finfo(p.dtype).tiny).log().mean())
+
+    def _predict(self, x: Tensor) -> Predictive:
+        return self._laplace_predict(x)
