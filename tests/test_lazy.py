@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_splits
+from toydata import tiny_splits
 
 from ntkbayes import cli, lazy
 from ntkbayes.errors import UserError

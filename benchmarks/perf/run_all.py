@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         "# Performance figures",
         "",
         f"Device: {env['device']}, {env['cpu_threads']} threads; torch {env['torch']}, python {env['python']}; "
-        f"{env['timestamp']}. Produced by `make bench`{' (--quick)' if args.quick else ''}.",
+        f"{env['timestamp']}. Produced by `{'make bench-quick' if args.quick else 'make bench'}`.",
         "",
         "| benchmark | figure | value | unit | note |",
         "|---|---|---|---|---|",

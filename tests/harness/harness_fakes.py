@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,8 @@ from ntkbayes.methods import base
 from ntkbayes.methods.base import Method
 from ntkbayes.predictive import Predictive
 
-
-def _tests_conftest():
-    """tests/conftest.py under a module name of its own (pytest may hold another module called ``conftest``)."""
-    name = "_ntkbayes_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-tiny_splits = _tests_conftest().tiny_splits
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for toydata when run as a script
+from toydata import tiny_splits  # noqa: E402
 
 METHOD = "_test_logreg"
 DATASETS = ("_tiny", "_missing")

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_splits
 from torch.func import functional_call
+from toydata import tiny_splits
 
 from ntkbayes import methods, training
 from ntkbayes.ntk.linearize import model_jvp
