@@ -17,11 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Two runners share each suite's cells through the store's claims (one torch thread each on a 2-core machine).
 run: $(STAMP)
-	for suite in default default_kernel; do \
-	  $(VENV)/bin/ntkbayes run benchmarks/suites/$$suite.toml --out results/default --no-progress & pid=$$!; \
-	  $(VENV)/bin/ntkbayes run benchmarks/suites/$$suite.toml --out results/default || exit 1; \
-	  wait $$pid || exit 1; \
-	done
+	$(VENV)/bin/ntkbayes run benchmarks/suites/default.toml --out results/default --no-progress & pid=$$!; \
+	  $(VENV)/bin/ntkbayes run benchmarks/suites/default.toml --out results/default || exit 1; \
+	  wait $$pid
 	$(VENV)/bin/ntkbayes leaderboard results/default --format md --output results/default/leaderboard.md
 	$(VENV)/bin/ntkbayes leaderboard results/default --format csv --output results/default/leaderboard.csv
 	$(VENV)/bin/ntkbayes leaderboard results/default --format latex --output results/default/leaderboard.tex

@@ -23,6 +23,7 @@ its ``exec``)::
     [methods.ens_wide]
     method = "deep_ensemble"
     members = [4, 8]          # a list expands to a sweep: two rows, ens_wide[members=4] and ens_wide[members=8]
+    datasets = ["moons"]      # optional: run this table on these dataset labels only (default: all of them)
 
 Method parameters are the constructor arguments (``ntkbayes.methods.get(name).param_defaults()``). A list value
 is a sweep, except for a parameter that takes a list — its default is a list or tuple, or its annotation names
@@ -40,6 +41,7 @@ method, parameter, dataset or dataset option, a wrong type, a file that is not U
 the test inputs corrupted by each kind at severities 1-5 (Ovadia et al. 2019; ``ntkbayes.data.shift``) and store
 ``shift/<kind>/<severity>/{acc,nll,ece}`` in the record's metrics.
 
+``method`` and ``datasets`` are reserved keys of a method table, not parameters.
 Grid: datasets × seeds × methods × sweep values, in that order (a dataset and seed are loaded once and reused by
 every method). A cell's ``run_id`` is the first 16 hex digits of the SHA-256 of the canonical JSON (sorted keys,
 no spaces) of ``{dataset, dataset_options, method, params, seed}``, where options and params are *resolved*
@@ -69,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from ntkbayes.errors import UserError
+from ntkbayes.harness.values import annotation_kinds, check_any, check_value, type_name
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -120,6 +123,8 @@ class MethodSpec:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     sweep: Mapping[str, tuple] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+    """Dataset labels the table runs on (None: every dataset of the suite)."""
 
     def variants(self) -> list[tuple[str, dict[str, Any]]]:
         """(row label, explicit params) for each point of the sweep grid; the label names the swept values."""
@@ -262,108 +267,6 @@ def _format_value(v: Any) -> str:
     return json.dumps(normalize(v), separators=(",", ":"))
 
 
-# -- type checks ---------------------------------------------------------------------------------------------
-_TOML_TYPES = (bool, int, float, str, list, dict)
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _check_any(value: Any, where: str) -> Any:
-    if isinstance(value, list):
-        return [_check_any(v, where) for v in value]
-    if isinstance(value, dict):
-        return {k: _check_any(v, where) for k, v in value.items()}
-    if not isinstance(value, _TOML_TYPES):
-        raise UserError(f"{where}: unsupported TOML value of type {type(value).__name__} (dates are not options)")
-    return value
-
-
-#: Annotation names (the part before any ``[...]``) → the TOML kind they accept; others count as unknown.
-_ANNOTATION_KINDS = {"int": "integer", "float": "float", "str": "string", "bool": "boolean", "None": "none",
-                     "NoneType": "none", "list": "array", "tuple": "array", "List": "array", "Tuple": "array",
-                     "Sequence": "array", "Iterable": "array", "dict": "table", "Mapping": "table",
-                     "Dict": "table", "Any": "any"}
-
-
-def annotation_kinds(annotation: Any) -> frozenset[str]:
-    """TOML kinds a parameter's annotation admits ("integer", "float", "array", ...; "?" for a part it cannot
-    read, such as an Enum class). Works on string annotations (``from __future__ import annotations``)."""
-    if annotation is inspect.Parameter.empty:
-        return frozenset()
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    text = re.sub(r"^(?:typing\.)?Optional\[(.*)\]$", r"\1 | None", text.strip())
-    parts, depth, cur = [], 0, ""
-    for ch in text:  # split on top-level "|"
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "|" and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return frozenset(_ANNOTATION_KINDS.get(p.strip().split("[", 1)[0].split(".")[-1], "?") for p in parts)
-
-
-def check_value(value: Any, default: Any, where: str, kinds: frozenset[str] = frozenset()) -> Any:
-    """Check a TOML value against a parameter's annotation ``kinds`` and its default's type; return it
-    normalized (an integer for a float parameter becomes a float).
-
-    An Enum default admits its member values. A value of a kind the annotation names is accepted (``str |
-    float`` takes both); an annotation fully understood rejects other kinds; otherwise the default's type decides.
-    ``where`` is "file: [table] key" for the message.
-    """
-    if isinstance(default, enum.Enum) and (isinstance(value, str) or not kinds):
-        allowed = [m.value for m in type(default)]
-        if not isinstance(value, str) or value not in allowed:
-            raise UserError(f"{where}: expected one of {allowed}, got {value!r}")
-        return value
-    known = kinds - {"?"}
-    if "any" in known:
-        return _check_any(value, where)
-    if known:
-        kind = _type_name(value)
-        if kind in known or (kind == "integer" and "float" in known):
-            if kind == "integer" and "integer" not in known:
-                value = float(value)
-            if kind == "array" and isinstance(default, (list, tuple)) and default:
-                return [check_value(v, default[0], where) for v in value]
-            return _check_any(value, where)
-        if "?" not in kinds:
-            raise UserError(f"{where}: expected {' or '.join(sorted(known))}, got {kind} {value!r}")
-    if default is inspect.Parameter.empty or default is None:
-        return _check_any(value, where)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            value = float(value)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, (list, tuple)):
-        if not isinstance(value, list):
-            raise UserError(f"{where}: expected an array, got {_type_name(value)} {value!r}")
-        if default:
-            return [check_value(v, default[0], where) for v in value]
-        return _check_any(value, where)
-    elif isinstance(default, Mapping):
-        ok = isinstance(value, dict)
-    else:
-        return _check_any(value, where)
-    if not ok:
-        expected = "float" if isinstance(default, float) else _type_name(default)
-        raise UserError(f"{where}: expected {expected} (like the default {default!r}), got {_type_name(value)} "
-                        f"{value!r}")
-    return value
-
-
 # -- parsing -------------------------------------------------------------------------------------------------
 def _read_toml(path: Path) -> dict:
     try:
@@ -408,11 +311,11 @@ def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
 
     where = f"{path}: [datasets.{label}]"
     if not isinstance(table, dict):
-        raise UserError(f"{where}: expected a table of dataset options, got {_type_name(table)}")
+        raise UserError(f"{where}: expected a table of dataset options, got {type_name(table)}")
     table = dict(table)
     name = table.pop("dataset", label)
     if not isinstance(name, str):
-        raise UserError(f"{where} dataset: expected a string, got {_type_name(name)}")
+        raise UserError(f"{where} dataset: expected a string, got {type_name(name)}")
     known = list(data.available()) if hasattr(data, "available") else []
     if name not in known:
         raise UserError(f"{where}: unknown dataset {name!r}; available: {', '.join(known) or 'none'}")
@@ -446,22 +349,34 @@ def _parse_shift(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "error") -> MethodSpec:
+def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "error",
+                  dataset_labels: tuple[str, ...] = ()) -> MethodSpec:
     from ntkbayes import methods
 
     where = f"{path}: [methods.{label}]"
     if not isinstance(table, dict):
-        raise UserError(f"{where}: expected a table of method parameters, got {_type_name(table)}")
+        raise UserError(f"{where}: expected a table of method parameters, got {type_name(table)}")
     table = dict(table)
     name = table.pop("method", label)
     if not isinstance(name, str):
-        raise UserError(f"{where} method: expected a string, got {_type_name(name)}")
+        raise UserError(f"{where} method: expected a string, got {type_name(name)}")
+    only = table.pop("datasets", None)
+    if only is not None:
+        if not isinstance(only, list) or not only or not all(isinstance(v, str) for v in only):
+            raise UserError(f"{where} datasets: expected a non-empty array of dataset labels, got {only!r}")
+        bad = [v for v in only if v not in dataset_labels]
+        if bad or len(set(only)) != len(only):
+            raise UserError(f"{where} datasets: {bad[0] if bad else only!r} "
+                            f"{'is not a [datasets.<label>] of this suite' if bad else 'repeats a label'}; "
+                            f"expected some of {', '.join(dataset_labels)}")
+        only = tuple(only)
     if name not in methods.available():
         if unknown_methods == "fail":  # kept unchecked (a non-empty list is a sweep); its cells fail when run
-            table = {k: _check_any(v, f"{where} {k}") for k, v in table.items()}
+            table = {k: check_any(v, f"{where} {k}") for k, v in table.items()}
             return MethodSpec(label=label, name=name,
                               params={k: v for k, v in table.items() if not (isinstance(v, list) and v)},
-                              sweep={k: tuple(v) for k, v in table.items() if isinstance(v, list) and v})
+                              sweep={k: tuple(v) for k, v in table.items() if isinstance(v, list) and v},
+                              datasets=only)
         raise UserError(f"{where}: unknown method {name!r}; available: {', '.join(methods.available())}")
     cls = methods.get(name)
     defaults = cls.param_defaults()
@@ -489,7 +404,7 @@ def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "er
     missing = [k for k, d in defaults.items() if d is inspect.Parameter.empty and k not in table]
     if missing:
         raise UserError(f"{where}: method {name!r} needs parameter(s) {', '.join(missing)}")
-    return MethodSpec(label=label, name=name, params=params, sweep=sweep)
+    return MethodSpec(label=label, name=name, params=params, sweep=sweep, datasets=only)
 
 
 def _labels(path: Path, raw: dict, key: str) -> dict:
@@ -520,7 +435,7 @@ def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>", *, unknown
         raise UserError(f"{path}: name: expected a string of letters, digits, '_', '.', '-', got {name!r}")
     description = raw.get("description", "")
     if not isinstance(description, str):
-        raise UserError(f"{path}: description: expected a string, got {_type_name(description)}")
+        raise UserError(f"{path}: description: expected a string, got {type_name(description)}")
     if "seeds" not in raw:
         raise UserError(f"{path}: missing key 'seeds' (e.g. seeds = [0, 1, 2])")
     seeds = _check_seeds(raw["seeds"], f"{path}: seeds")
@@ -537,7 +452,9 @@ def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>", *, unknown
     if not isinstance(tf32, bool):
         raise UserError(f"{path}: tf32: expected true or false, got {tf32!r}")
     datasets = tuple(_parse_dataset(path, k, v) for k, v in _labels(path, raw, "datasets").items())
-    methods = tuple(_parse_method(path, k, v, unknown_methods) for k, v in _labels(path, raw, "methods").items())
+    labels = tuple(d.label for d in datasets)
+    methods = tuple(_parse_method(path, k, v, unknown_methods, labels)
+                    for k, v in _labels(path, raw, "methods").items())
     suite = Suite(name=name, path=str(path), seeds=seeds, datasets=datasets, methods=methods,
                   device=Device(device), data_root=data_root, description=description, threads=threads,
                   tf32=tf32)
@@ -580,6 +497,8 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
         evaluation = {**({"shift": list(ds.shift)} if ds.shift else {}), **({"tf32": True} if suite.tf32 else {})}
         for seed in seeds:
             for ms in suite.methods:
+                if ms.datasets is not None and ds.label not in ms.datasets:
+                    continue
                 known = ms.name in methods.available()
                 defaults = methods.get(ms.name).param_defaults() if known else {}
                 for row_label, explicit in ms.variants():

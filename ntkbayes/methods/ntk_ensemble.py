@@ -73,10 +73,12 @@ DEFAULT_TOL_FLOAT64 = 1e-8
 DEFAULT_TOL_FLOAT32 = 1e-5
 #: Relative loss-change tolerance of L-BFGS (``training.fit_lbfgs``: below it for ``training.STALL_ITERATIONS``
 #: consecutive iterations = converged). The loss is accumulated in float64; in float32 the logits themselves carry
-#: ~6e-8 relative rounding, so relative changes below float32's machine epsilon (1.2e-7) are at the level of
-#: that rounding and training stops there ("loss_change").
+#: ~6e-8 relative rounding. In float32 the network's loss then creeps down along flat directions for thousands
+#: of iterations without changing its predictions: measured on mnist1d(0–4), seed 0, 8 members, 1 thread, 1e-7
+#: took 1843–2979 iterations (210 s), 1e-6 406–1337 (91 s) with test probabilities within TV 0.004 (mean) of the
+#: 1e-7 run, while two 1e-7 runs differing only in the L-BFGS history (10 vs 50 pairs) end TV 0.011 apart.
 DEFAULT_TOL_CHANGE_FLOAT64 = 1e-12
-DEFAULT_TOL_CHANGE_FLOAT32 = 1e-7
+DEFAULT_TOL_CHANGE_FLOAT32 = 1e-6
 #: Adam settings when the data do not fit a full batch: rows per step, step size, maximum epochs, and epochs
 #: without validation-NLL improvement before a member stops (standard choices; early stopping ends training).
 DEFAULT_BATCH_SIZE = 256

@@ -45,6 +45,29 @@ GOOD = """
 """
 
 
+def test_method_datasets_key_restricts_its_cells(tmp_path):
+    text = GOOD.replace('    lr = [0.1, 1]\n', '    lr = [0.1, 1]\n    datasets = ["flat"]\n')
+    cells = load_suite(write(tmp_path, text)).cells()
+    assert len(cells) == 2 * 2 * 1 + 2 * 4  # _test_logreg everywhere, the ens sweep on `flat` only
+    assert {c.dataset_label for c in cells if c.method_label.startswith("ens")} == {"flat"}
+    # the restriction is not a parameter: the same cells (run_ids) as without it
+    full = {c.run_id for c in load_suite(write(tmp_path, GOOD, "full.toml")).cells()}
+    assert {c.run_id for c in cells} <= full
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('["nope"]', "'nope' is not a [datasets.<label>] of this suite"),
+    ('"flat"', "expected a non-empty array of dataset labels"),
+    ("[]", "expected a non-empty array of dataset labels"),
+    ('["flat", "flat"]', "repeats a label"),
+])
+def test_method_datasets_key_errors_name_the_key(tmp_path, value, expected):
+    path = write(tmp_path, GOOD.replace('    lr = [0.1, 1]\n', f'    lr = [0.1, 1]\n    datasets = {value}\n'))
+    with pytest.raises(UserError, match=r"\[methods\.ens\] datasets: ") as err:
+        load_suite(path)
+    assert expected in str(err.value) and str(path) in str(err.value)
+
+
 def test_grid_expansion_counts_order_and_labels(tmp_path):
     suite = load_suite(write(tmp_path, GOOD))
     assert suite.name == "t" and suite.device is Device.CPU and suite.seeds == (0, 1)

@@ -70,10 +70,14 @@ def test_three_runners_share_one_store(cli, tmp_path):
 
 def test_a_runner_killed_among_others(cli, tmp_path):
     suite = tmp_path / "k.toml"
-    suite.write_text(textwrap.dedent(SUITE))
+    # cells long enough (24 × 0.3 s over 3 runners) that the victim is still working when the first record lands
+    suite.write_text(textwrap.dedent(SUITE).replace("sleep = 0.05", "sleep = 0.3"))
     argv = ["run", str(suite), "--out", str(tmp_path / "shared"), "--no-progress"]
     procs = [cli.start(argv, f"k{i}") for i in range(3)]
-    time.sleep(1.0)
+    records = tmp_path / "shared" / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while not (records.exists() and records.read_bytes().count(b"\n")) and time.monotonic() < deadline:
+        time.sleep(0.02)
     procs[0].kill()  # SIGKILL one runner while all three work
     for p in procs:
         p.join(120)

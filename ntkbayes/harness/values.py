@@ -1,0 +1,115 @@
+"""Type checks of suite-file values against a method's or dataset's parameters (used by :mod:`.config`).
+
+A value is checked against the parameter's annotation where it is readable and else against its default's type;
+see :func:`check_value` and the "Types" paragraph of :mod:`ntkbayes.harness.config`.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ntkbayes.errors import UserError
+
+_TOML_TYPES = (bool, int, float, str, list, dict)
+
+
+def type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def check_any(value: Any, where: str) -> Any:
+    if isinstance(value, list):
+        return [check_any(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: check_any(v, where) for k, v in value.items()}
+    if not isinstance(value, _TOML_TYPES):
+        raise UserError(f"{where}: unsupported TOML value of type {type(value).__name__} (dates are not options)")
+    return value
+
+
+#: Annotation names (the part before any ``[...]``) → the TOML kind they accept; others count as unknown.
+_ANNOTATION_KINDS = {"int": "integer", "float": "float", "str": "string", "bool": "boolean", "None": "none",
+                     "NoneType": "none", "list": "array", "tuple": "array", "List": "array", "Tuple": "array",
+                     "Sequence": "array", "Iterable": "array", "dict": "table", "Mapping": "table",
+                     "Dict": "table", "Any": "any"}
+
+
+def annotation_kinds(annotation: Any) -> frozenset[str]:
+    """TOML kinds a parameter's annotation admits ("integer", "float", "array", ...; "?" for a part it cannot
+    read, such as an Enum class). Works on string annotations (``from __future__ import annotations``)."""
+    if annotation is inspect.Parameter.empty:
+        return frozenset()
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = re.sub(r"^(?:typing\.)?Optional\[(.*)\]$", r"\1 | None", text.strip())
+    parts, depth, cur = [], 0, ""
+    for ch in text:  # split on top-level "|"
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return frozenset(_ANNOTATION_KINDS.get(p.strip().split("[", 1)[0].split(".")[-1], "?") for p in parts)
+
+
+def check_value(value: Any, default: Any, where: str, kinds: frozenset[str] = frozenset()) -> Any:
+    """Check a TOML value against a parameter's annotation ``kinds`` and its default's type; return it
+    normalized (an integer for a float parameter becomes a float).
+
+    An Enum default admits its member values. A value of a kind the annotation names is accepted (``str |
+    float`` takes both); an annotation fully understood rejects other kinds; otherwise the default's type decides.
+    ``where`` is "file: [table] key" for the message.
+    """
+    if isinstance(default, enum.Enum) and (isinstance(value, str) or not kinds):
+        allowed = [m.value for m in type(default)]
+        if not isinstance(value, str) or value not in allowed:
+            raise UserError(f"{where}: expected one of {allowed}, got {value!r}")
+        return value
+    known = kinds - {"?"}
+    if "any" in known:
+        return check_any(value, where)
+    if known:
+        kind = type_name(value)
+        if kind in known or (kind == "integer" and "float" in known):
+            if kind == "integer" and "integer" not in known:
+                value = float(value)
+            if kind == "array" and isinstance(default, (list, tuple)) and default:
+                return [check_value(v, default[0], where) for v in value]
+            return check_any(value, where)
+        if "?" not in kinds:
+            raise UserError(f"{where}: expected {' or '.join(sorted(known))}, got {kind} {value!r}")
+    if default is inspect.Parameter.empty or default is None:
+        return check_any(value, where)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected an array, got {type_name(value)} {value!r}")
+        if default:
+            return [check_value(v, default[0], where) for v in value]
+        return check_any(value, where)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, dict)
+    else:
+        return check_any(value, where)
+    if not ok:
+        expected = "float" if isinstance(default, float) else type_name(default)
+        raise UserError(f"{where}: expected {expected} (like the default {default!r}), got {type_name(value)} "
+                        f"{value!r}")
+    return value
