@@ -523,6 +523,21 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
     return TrainResult(final, report, hist)
 
 
+def concat_results(results: list[TrainResult]) -> TrainResult:
+    """One :class:`TrainResult` for members trained in groups (in order): parameters and per-member report lists
+    concatenated, ``members`` and ``function_calls`` summed; the history is per group (``history["groups"]``)."""
+    if len(results) == 1:
+        return results[0]
+    params = {k: torch.cat([r.params[k] for r in results]) for k in results[0].params}
+    report = dict(results[0].report)
+    for key, value in report.items():
+        if isinstance(value, list):
+            report[key] = [v for r in results for v in r.report[key]]
+        elif key in ("members", "function_calls"):
+            report[key] = sum(r.report[key] for r in results)
+    return TrainResult(params, report, {"groups": [r.history for r in results]})
+
+
 def fit(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None = None,
         *, optimizer: str | Optimizer = Optimizer.ADAM, **kwargs: Any) -> TrainResult:
     """Dispatch to :func:`fit_adam` or :func:`fit_lbfgs` by ``optimizer`` (keyword arguments pass through)."""

@@ -94,6 +94,10 @@ CACHE_MEMORY_FRACTION = 0.25
 PREDICT_BLOCK_BYTES = 2**28
 #: Rows per forward pass at prediction time (network / linearized) and per analytic-kernel block.
 PREDICT_ROWS = 2048
+#: Members trained together by full-batch L-BFGS on a CPU (all of them on a GPU). A stacked run evaluates every
+#: member until the slowest stops, and on one CPU thread stacked batched matmuls are no faster per member than
+#: single ones (benchmarks/perf/ensemble.py), so one member at a time does less work for the same trajectories.
+CPU_MEMBER_GROUP = 1
 #: L-BFGS history pairs (``training.DEFAULT_HISTORY_SIZE``); used in the memory estimate.
 _HISTORY = training.DEFAULT_HISTORY_SIZE
 
@@ -334,9 +338,19 @@ class NTKEnsemble(Method):
                 check_memory(state_bytes, dev, f"L-BFGS state of {S} members × {p} parameters",
                              "optimizer='adam' or fewer members")
                 chunk = max(1, int(n * min(1.0, LBFGS_MEMORY_FRACTION * avail / max(act_bytes, 1) / 2)))
-                res = training.fit_lbfgs(table, self.params0_, train_in, val_in if m else None, **common,
-                                         max_iter=int(self.max_iter), tol_grad=float(tol), tol_change=tol_change,
-                                         chunk_size=None if chunk >= n else chunk)
+                group = S if dev.type == "cuda" else min(S, CPU_MEMBER_GROUP)
+                parts = []
+                for lo in range(0, S, group):  # each member's trajectory is the same alone or stacked
+                    sl = slice(lo, lo + group)
+                    tab = table if group == S else RowTable(
+                        self.net_, x_all, _take(self.params0_, sl), linearized=linearized,
+                        cache=table.cache is not None, delta=None if delta is None else delta[sl])
+                    parts.append(training.fit_lbfgs(
+                        tab, _take(self.params0_, sl), train_in, val_in if m else None,
+                        **{**common, "anchor": _take(anchor, sl)},
+                        max_iter=int(self.max_iter), tol_grad=float(tol), tol_change=tol_change,
+                        chunk_size=None if chunk >= n else chunk))
+                res = training.concat_results(parts)
             else:
                 res = training.fit_adam(table, self.params0_, train_in, val_in if m else None, **common,
                                         lr=float(self.lr), epochs=int(self.epochs), batch_size=int(self.batch_size),
@@ -490,6 +504,11 @@ def _ensemble_nll(logits: Tensor | None, y: Tensor) -> float | None:
         return None
     lp = torch.logsumexp(torch.log_softmax(logits.double(), -1), 0) - math.log(logits.shape[0])
     return float(-lp.gather(1, y.view(-1, 1).to(lp.device)).mean())
+
+
+def _take(params: dict | None, sl: slice) -> dict | None:
+    """Members ``sl`` of stacked parameters (None stays None)."""
+    return None if params is None else {k: v[sl] for k, v in params.items()}
 
 
 def _training_summary(report: dict) -> dict:

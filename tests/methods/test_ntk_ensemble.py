@@ -157,3 +157,22 @@ def test_fit_info_records_convergence_and_reg_grid_choice(data):
 def test_bad_options_are_rejected(data, bad):
     with pytest.raises(ValueError):
         _fit(data, **bad)
+
+
+@pytest.mark.parametrize("mode, extra", [("network", {}), ("linearized", {"prior": "ntkgp"}),
+                                         ("linearized", {"anchor": "zero", "label_smoothing": 0.1})])
+def test_members_trained_one_at_a_time_equal_the_stacked_run(data, monkeypatch, mode, extra):
+    """On a CPU full-batch L-BFGS trains members in groups of CPU_MEMBER_GROUP; every member's trajectory (and so
+    its parameters, convergence report and predictions) is the one of the stacked run."""
+    from ntkbayes.methods import ntk_ensemble
+
+    fits = {}
+    for group in (1, 3):
+        monkeypatch.setattr(ntk_ensemble, "CPU_MEMBER_GROUP", group)
+        fits[group] = _fit(data, mode=mode, members=3, reg=1e-2, **extra)
+    one, stacked = fits[1], fits[3]
+    for k, v in stacked.params_.items():
+        torch.testing.assert_close(one.params_[k], v, rtol=0, atol=1e-12)
+    assert one.fit_info()["convergence"] == stacked.fit_info()["convergence"]
+    torch.testing.assert_close(one.predict(data.test.x).member_probs, stacked.predict(data.test.x).member_probs,
+                               rtol=0, atol=1e-12)
