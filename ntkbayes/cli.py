@@ -129,6 +129,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                                                                       if suite.description else "")
             except UserError as e:
                 info = f"(invalid: {e})"
+                try:  # not a benchmark suite: perhaps a lazy-regime study file (`ntkbayes lazy`)
+                    from ntkbayes.lazy import load_config
+
+                    cfg = load_config(path)
+                    info = f"{cfg.name}: lazy-regime study, run with `ntkbayes lazy` — {cfg.description}"
+                except UserError:
+                    pass
             print(f"  {path}: {info}")
     if not found:
         print(f"  (none found in {SUITES_DIR})")
