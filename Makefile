@@ -38,10 +38,10 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py --out results/perf
 
-# The committed results/perf/ come from this (each benchmark's quick mode, ~10 min on a 2-core CPU); `make bench`
-# runs the full sizes of the issues (~30 min here).
+# Smaller sizes of every benchmark: a smoke check, into the git-ignored results/perf_quick. The committed
+# results/perf/ come from `make bench` (about 6 minutes on this 2-core CPU).
 bench-quick: $(STAMP)
-	$(PY) benchmarks/perf/run_all.py --out results/perf --quick
+	$(PY) benchmarks/perf/run_all.py --out results/perf_quick --quick
 
 clean-venv:
 	rm -rf $(VENV)
