@@ -2,7 +2,7 @@
 
 ``backend="exact"``: prior f_c ~ GP(0, s·k) independently per class, softmax likelihood; the posterior mode and the
 Laplace covariance come from the NTK core's block Newton solver (``ntk.solve.newton_block`` = R&W Alg. 3.3 with a
-line search; ``ntk.solve.predict`` = Alg. 3.4, math.md (c)/(d)). Kernels: RBF (lengthscale by the median heuristic
+line search; ``ntk.posterior.predict`` = Alg. 3.4, math.md (c)/(d)). Kernels: RBF (lengthscale by the median heuristic
 or by the Laplace marginal likelihood), or the infinite-width NNGP / NTK of an MLP (``ntk.analytic.mlp_kernels``,
 math.md (a)); the output scale s is fixed or chosen by the Laplace log evidence on a grid. The predictive has S =
 ``num_samples`` members, each softmax(f^(s)) of a latent sample f^(s) ~ N(μ*, Σ*) (MC link), so mutual
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ntkbayes.methods.base import Method
 from ntkbayes.methods.map import enum_param
-from ntkbayes.ntk import solve
+from ntkbayes.ntk import posterior, solve
 from ntkbayes.predictive import Predictive
 from ntkbayes.utils import check_memory
 
@@ -285,7 +285,7 @@ class GPClassifier(Method):
                 dist = self.gp_model_(x)
             return dist.mean.t(), torch.diag_embed(dist.variance.t())
         s = self.outputscale_
-        mean, cov = solve.predict(self.result_, s * self._base_kernel(x, self.x_train_, self.lengthscale_),
+        mean, cov = posterior.predict(self.result_, s * self._base_kernel(x, self.x_train_, self.lengthscale_),
                                   s * self._base_diag(x))                          # math.md (d), R&W Alg. 3.4
         return mean[0], cov[0]
 
@@ -295,9 +295,9 @@ class GPClassifier(Method):
             raise ValueError(f"x: expected {self.x_train_.shape[1]} features, got {x.shape[1]}")
         mean, cov = self._latent(x)
         if self.link_ is Link.PROBIT:
-            return Predictive.from_logits(solve.probit_logits(mean, cov).unsqueeze(0))
+            return Predictive.from_logits(posterior.probit_logits(mean, cov).unsqueeze(0))
         gen = torch.Generator().manual_seed(self.seed_)
-        return Predictive.from_logits(solve.sample_logits(mean, cov, int(self.num_samples), gen))
+        return Predictive.from_logits(posterior.sample_logits(mean, cov, int(self.num_samples), gen))
 
 
 def _dirichlet_gp_class():

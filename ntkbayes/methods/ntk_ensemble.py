@@ -342,14 +342,10 @@ class NTKEnsemble(Method):
                 parts = []
                 for lo in range(0, S, group):  # each member's trajectory is the same alone or stacked
                     sl = slice(lo, lo + group)
-                    tab = table if group == S else RowTable(
-                        self.net_, x_all, _take(self.params0_, sl), linearized=linearized,
-                        cache=table.cache is not None, delta=None if delta is None else delta[sl])
                     parts.append(training.fit_lbfgs(
-                        tab, _take(self.params0_, sl), train_in, val_in if m else None,
-                        **{**common, "anchor": _take(anchor, sl)},
-                        max_iter=int(self.max_iter), tol_grad=float(tol), tol_change=tol_change,
-                        chunk_size=None if chunk >= n else chunk))
+                        table if group == S else table.members(sl), _take(self.params0_, sl), train_in,
+                        val_in if m else None, **{**common, "anchor": _take(anchor, sl)}, max_iter=int(self.max_iter),
+                        tol_grad=float(tol), tol_change=tol_change, chunk_size=None if chunk >= n else chunk))
                 res = training.concat_results(parts)
             else:
                 res = training.fit_adam(table, self.params0_, train_in, val_in if m else None, **common,

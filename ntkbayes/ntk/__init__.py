@@ -8,10 +8,10 @@ Public API (formulas: ``../shared/math.md``; each submodule's docstring cites it
   :func:`flatten_ntk`, :func:`ntk_memory_estimate`.
 * :mod:`~ntkbayes.ntk.linearize` (b): :func:`linearize` → :class:`Linearized`, :func:`linearized_apply`,
   :func:`model_jvp`.
-* :mod:`~ntkbayes.ntk.solve` (c), (d): :func:`newton_full`, :func:`newton_block` (Cholesky or preconditioned CG,
-  :mod:`~ntkbayes.ntk.solve_cg`), :func:`solve_ntk_classifier`, :func:`predict_mean_cov`,
-  :func:`softmax_predictive_mc`, :func:`softmax_predictive_probit`, :func:`interpolant_smoothed`,
-  :func:`prior_mean`.
+* :mod:`~ntkbayes.ntk.solve` (c): :func:`newton_full`, :func:`newton_block` (Cholesky or preconditioned CG,
+  :mod:`~ntkbayes.ntk.solve_cg`), :func:`solve_ntk_classifier`, :func:`interpolant_smoothed`, :func:`prior_mean`.
+* :mod:`~ntkbayes.ntk.posterior` (d): :func:`predict_mean_cov`, :func:`softmax_predictive_mc`,
+  :func:`softmax_predictive_probit`.
 * :mod:`~ntkbayes.ntk.diagnostics`: :func:`kernel_drift`, :func:`linearization_gap`, :func:`parameter_movement`,
   :func:`logit_gap`, :class:`LazyTracker`.
 
@@ -37,10 +37,10 @@ _LAZY = {
                      "ExpectationMethod", "activation_pair"), "analytic"),
     **dict.fromkeys(("empirical_ntk", "empirical_ntk_stacked", "flatten_ntk", "ntk_memory_estimate",
                      "NTKImplementation", "Trace"), "empirical"),
-    **dict.fromkeys(("newton_full", "newton_block", "solve_ntk_classifier", "predict", "predict_mean_cov",
-                     "softmax_mc", "softmax_probit", "softmax_predictive_mc", "softmax_predictive_probit",
-                     "sample_logits", "probit_logits", "interpolant_smoothed", "prior_mean", "NewtonResult",
-                     "InterpolantResult", "Anchor", "Solver"), "solve"),
+    **dict.fromkeys(("newton_full", "newton_block", "solve_ntk_classifier", "interpolant_smoothed", "prior_mean",
+                     "NewtonResult", "InterpolantResult", "Anchor", "Solver"), "solve"),
+    **dict.fromkeys(("predict", "predict_mean_cov", "softmax_mc", "softmax_probit", "softmax_predictive_mc",
+                     "softmax_predictive_probit", "sample_logits", "probit_logits"), "posterior"),
     **dict.fromkeys(("newton_block_cg", "pivoted_cholesky", "cg_memory_bytes", "cholesky_memory_bytes"),
                     "solve_cg"),
     **dict.fromkeys(("kernel_drift", "relative_kernel_drift", "linearization_gap", "parameter_movement",

@@ -21,6 +21,7 @@ NTK-parameterized MLPs, and the infinite-width prior draws.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,6 +171,16 @@ class RowTable:
         self.cache = None
         if self.linearized and cache:
             self.cache = net.primal(params0, x)
+
+    def members(self, sl: slice) -> RowTable:
+        """The same table for members ``sl`` only: parameters, δ and the θ0 cache sliced (views, no recomputation)."""
+        sub = copy.copy(self)
+        sub.params0 = None if self.params0 is None else {k: v[sl] for k, v in self.params0.items()}
+        sub.delta = None if self.delta is None else self.delta[sl]
+        if self.cache is not None:
+            hs, dphis, f0 = self.cache
+            sub.cache = ([h[sl] for h in hs], [d[sl] for d in dphis], f0[sl])
+        return sub
 
     def rows(self, n: int | None = None, start: int = 0) -> Tensor:
         """Index column (n, 1) for rows start … start+n−1, in the table's dtype (pass as training inputs)."""

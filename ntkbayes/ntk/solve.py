@@ -1,6 +1,6 @@
-"""Function-space solver: NTK-regularized cross-entropy = multiclass GP-classifier MAP, Laplace predictive.
+"""Function-space solver: NTK-regularized cross-entropy = multiclass GP-classifier MAP.
 
-Implements ``../shared/math.md`` (c) and (d):
+Implements ``../shared/math.md`` (c); its predictive (d) is :mod:`ntkbayes.ntk.posterior`:
 
 * (c) the linearized network trained on (1/N)ΣCE + (λ/2)‖θ−θ_a‖² is the MAP of a GP classifier with prior
   g ~ N(m, K), K = Θ/κ, κ = λN; Newton/IRLS in the general sample-major (NC × NC) form (:func:`newton_full`) and
@@ -9,8 +9,8 @@ Implements ``../shared/math.md`` (c) and (d):
   (:func:`interpolant_smoothed`). For large N the block form's steps can be solved matrix-free by
   pivoted-Cholesky-preconditioned conjugate gradients (``solver="cg"``, :mod:`ntkbayes.ntk.solve_cg`, which also
   explains the choice); ``solver="auto"`` uses Cholesky while it fits in memory and N is small.
-* (d) the linearized-Laplace (GGN) predictive N(μ*, Σ*) at test points (:func:`predict`, R&W Algorithm 3.4 for
-  the block form) and the softmax predictive by Monte Carlo (:func:`softmax_mc`) or probit (:func:`softmax_probit`).
+* (d) in :mod:`ntkbayes.ntk.posterior`: the linearized-Laplace (GGN) predictive N(μ*, Σ*) at test points
+  (``posterior.predict``, R&W Algorithm 3.4 for the block form) and the softmax predictive.
 
 Conventions (math.md 0): B prior means (ensemble members) share one kernel; N train, M test points, C classes;
 vectors are **sample-major** (index ``n*C + c``, ``f.reshape(-1)`` of an (N, C) tensor) in the full form and
@@ -27,7 +27,6 @@ Anchors (math.md (c)): the caller builds the prior mean m (train) and m* (test) 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from enum import Enum
 
@@ -49,8 +48,6 @@ ROUNDING_SLACK = 64.0
 DEFAULT_MAX_ITER = 100
 #: Step halvings in the backtracking line search before a member keeps its iterate (t → 0: stalled at optimum).
 MAX_HALVINGS = 40
-#: Test points per chunk when forming predictive covariances (bounds memory at B·NC·chunk·C numbers).
-DEFAULT_PREDICT_BLOCK = 512
 #: Memory advice named in errors raised before (NC)² or C·N² matrices are formed.
 MEMORY_OPTION = ("member_chunk (solve fewer members at once), keep_factors=False, a smaller N (subsample / "
                  "max_train) or the block form with the analytic kernel (kernel='analytic')")
@@ -182,6 +179,26 @@ def _flat_kernel(K: Tensor, N: int, C: int, name: str) -> Tensor:
     if K.shape == (N * C, N * C):
         return K
     raise ValueError(f"{name}: expected (N*C, N*C)=({N * C}, {N * C}) or (N, N, C, C), got {tuple(K.shape)}")
+
+
+def _flat_cross(K: Tensor, N: int, C: int, name: str) -> Tensor:
+    """Test-train kernel → flat (MC, NC): from (M, N, C, C), flat (MC, NC), or scalar (M, N) (⊗ I_C)."""
+    K = torch.as_tensor(K)
+    if K.ndim == 4 and K.shape[1:] == (N, C, C):
+        return K.permute(0, 2, 1, 3).reshape(K.shape[0] * C, N * C)
+    if K.ndim == 2 and K.shape[1] == N * C and K.shape[0] % C == 0:
+        return K
+    if K.ndim == 2 and K.shape[1] == N:
+        return torch.kron(K, torch.eye(C, dtype=K.dtype, device=K.device))
+    raise ValueError(f"{name}: expected (M, N, C, C), flat (M*C, N*C) or scalar (M, N) with N={N}, C={C}, "
+                     f"got {tuple(K.shape)}")
+
+
+def _star_mean(m_star: Tensor | None, B: int, M: int, C: int, ref: Tensor) -> Tensor:
+    m_star = _members(m_star, M, C, ref, "m_star")
+    if m_star.shape[0] not in (1, B):
+        raise ValueError(f"m_star: {m_star.shape[0]} prior means for {B} solved members")
+    return m_star
 
 
 def _kernel_dims(m: Tensor | None, Y: Tensor) -> tuple[int, int]:
@@ -335,7 +352,7 @@ def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float =
         Y: (N, C) one-hot or label-smoothed targets, or (N,) integer labels.
         tol: stop after two steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (None: DEFAULT_TOL, or DEFAULT_TOL_FLOAT32 for
             float32). member_chunk: solve members in chunks of this size (memory).
-        keep_factors: keep W^{1/2} and chol(I + SKS) for :func:`predict`'s covariance.
+        keep_factors: keep W^{1/2} and chol(I + SKS) for ``posterior.predict``'s covariance.
 
     Returns:
         :class:`NewtonResult` with ``form = "full"``.
@@ -482,182 +499,6 @@ def prior_mean(model: torch.nn.Module, x: Tensor, anchor: str | Anchor = Anchor.
         return fn(params).detach()
     f0, jv = jvp(fn, (params,), ({k: -v for k, v in params.items()},))
     return (f0 + jv).detach()
-
-
-# ---- Laplace predictive at test points — math.md (d) ----
-def _flat_cross(K: Tensor, N: int, C: int, name: str) -> Tensor:
-    """Test-train kernel → flat (MC, NC): from (M, N, C, C), flat (MC, NC), or scalar (M, N) (⊗ I_C)."""
-    K = torch.as_tensor(K)
-    if K.ndim == 4 and K.shape[1:] == (N, C, C):
-        return K.permute(0, 2, 1, 3).reshape(K.shape[0] * C, N * C)
-    if K.ndim == 2 and K.shape[1] == N * C and K.shape[0] % C == 0:
-        return K
-    if K.ndim == 2 and K.shape[1] == N:
-        return torch.kron(K, torch.eye(C, dtype=K.dtype, device=K.device))
-    raise ValueError(f"{name}: expected (M, N, C, C), flat (M*C, N*C) or scalar (M, N) with N={N}, C={C}, "
-                     f"got {tuple(K.shape)}")
-
-
-def _star_blocks(K: Tensor, M: int, C: int, joint: bool) -> Tensor:
-    """Test-test kernel → per-point blocks (M, C, C), or the flat joint (MC, MC) when ``joint``."""
-    K = torch.as_tensor(K)
-    eye = torch.eye(C, dtype=K.dtype, device=K.device)
-    if joint:
-        if K.shape == (M, M, C, C):
-            return K.permute(0, 2, 1, 3).reshape(M * C, M * C)
-        if K.shape == (M * C, M * C):
-            return K
-        if K.shape == (M, M):
-            return torch.kron(K, eye)
-        raise ValueError(f"K_star_star: joint=True needs (M*C, M*C), (M, M, C, C) or (M, M), got {tuple(K.shape)}")
-    if K.shape == (M, C, C):
-        return K
-    if K.shape == (M,):
-        return K[:, None, None] * eye
-    if K.shape == (M, M, C, C):
-        return K[torch.arange(M), torch.arange(M)]
-    if K.shape == (M * C, M * C):
-        return K.view(M, C, M, C).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
-    raise ValueError(f"K_star_star: expected (M, C, C), (M,), (M, M, C, C) or (M*C, M*C) with M={M}, C={C}, "
-                     f"got {tuple(K.shape)}")
-
-
-def _star_mean(m_star: Tensor | None, B: int, M: int, C: int, ref: Tensor) -> Tensor:
-    m_star = _members(m_star, M, C, ref, "m_star")
-    if m_star.shape[0] not in (1, B):
-        raise ValueError(f"m_star: {m_star.shape[0]} prior means for {B} solved members")
-    return m_star
-
-
-def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None = None,
-            m_star: Tensor | None = None, *, joint: bool = False,
-            block_size: int = DEFAULT_PREDICT_BLOCK) -> tuple[Tensor, Tensor | None]:
-    """Laplace (GGN) predictive N(μ*, Σ*) of the logits at M test points (math.md (d)).
-
-    μ* = m* + K*X α̂ and Σ* = K** − K*X S (I + SKS)⁻¹ S K_X* (full form), or for the block form
-    Σ*_cc' = δ_cc'(k** − k*_cᵀE_c k*_c) + (E_c k*_c)ᵀ(Σ_j E_j)⁻¹(E_c' k*_c'). Kernels are given in the units of
-    the solver's kernel (e.g. Θ); ``result.kernel_scale`` is applied here.
-
-    Args:
-        result: from :func:`newton_full` / :func:`newton_block` (factors kept for the covariance).
-        K_star_X: full form: (M, N, C, C), flat (MC, NC) or scalar (M, N) (⊗ I_C); block form: (M, N) or (C, M, N).
-        K_star_star: None (mean only); full form: (M, C, C) blocks, (M,) scalar diagonal, or (MC, MC) /
-            (M, M, C, C) (or (M, M) scalar, for ``joint``); block form: (M,) or (C, M) diagonals.
-        m_star: prior mean at the test points (M, C) or (B, M, C) (anchor: module docstring); None = zero.
-        joint: full form only: return the joint (B, MC, MC) covariance instead of per-point blocks.
-        block_size: test points per chunk.
-
-    Returns:
-        mean (B, M, C) and cov (B, M, C, C) (or (B, MC, MC) if ``joint``; None without K_star_star).
-    """
-    B, N, C = result.f.shape
-    ref, s = result.f, result.kernel_scale
-    if result.form == "full":
-        Kx = _flat_cross(K_star_X, N, C, "K_star_X").to(ref.device, ref.dtype)
-        M = Kx.shape[0] // C
-        mean = _star_mean(m_star, B, M, C, ref) + s * (result.alpha.reshape(B, N * C) @ Kx.t()).view(B, M, C)
-    elif result.form == "block":
-        Kx = torch.as_tensor(K_star_X).to(ref.device, ref.dtype)
-        Kx = Kx.unsqueeze(0) if Kx.ndim == 2 else Kx
-        if Kx.ndim != 3 or Kx.shape[0] not in (1, C) or Kx.shape[2] != N:
-            raise ValueError(f"K_star_X: block form expects (M, N) or (C, M, N) with N={N}, C={C}, "
-                             f"got {tuple(K_star_X.shape)}")
-        M = Kx.shape[1]
-        a = result.alpha.transpose(1, 2).unsqueeze(-1)                              # (B, C, N, 1)
-        mean = _star_mean(m_star, B, M, C, ref) + s * (Kx @ a).squeeze(-1).transpose(1, 2)
-    else:
-        raise ValueError(f"result.form: expected 'full' or 'block', got {result.form!r}")
-    if K_star_star is None:
-        return mean, None
-    if (result.chol is None) and (result.e_mats is None):
-        raise ValueError("result: factors were not kept (keep_factors=False, or solver='cg'); the covariance "
-                         "needs them")
-    if result.form == "full":
-        return mean, _cov_full(result, Kx * s, K_star_star, M, joint, block_size)
-    if joint:
-        raise ValueError("joint=True is supported for the full form only")
-    kss = torch.as_tensor(K_star_star).to(ref.device, ref.dtype)
-    kss = kss.unsqueeze(0) if kss.ndim == 1 else kss
-    if kss.shape not in ((1, M), (C, M)):
-        raise ValueError(f"K_star_star: block form expects (M,) or (C, M) diagonals with M={M}, got "
-                         f"{tuple(K_star_star.shape)}")
-    covs = []
-    for i in range(0, M, block_size):
-        kx = s * Kx[:, i:i + block_size].transpose(1, 2)                           # (Cc, N, mc)
-        V = result.e_mats @ kx                                                      # E_c k*_c   (B, C, N, mc)
-        diag = s * kss[:, i:i + block_size] - (kx * V).sum(-2)                      # k** − k*ᵀE_c k*
-        mc = V.shape[-1]
-        U = torch.cholesky_solve(V.permute(0, 2, 1, 3).reshape(B, N, C * mc), result.chol_m).view(B, N, C, mc)
-        cross = torch.einsum("bcnm,bndm->bmcd", V, U)                              # (E_c k*)ᵀ(ΣE)⁻¹(E_c' k*)
-        covs.append(torch.diag_embed(diag.transpose(1, 2)) + cross)
-    return mean, torch.cat(covs, 1)
-
-
-def _cov_full(result: NewtonResult, Kx: Tensor, K_star_star: Tensor, M: int, joint: bool, block: int) -> Tensor:
-    """Σ* = K** − VᵀV with V = L⁻¹ S K_X* (math.md (d)); Kx (MC, NC) already scaled."""
-    B, N, C = result.f.shape
-    ref, s = result.f, result.kernel_scale
-    kss = _star_blocks(K_star_star, M, C, joint).to(ref.device, ref.dtype) * s
-    if joint:
-        check_memory(B * (N * C) * (M * C) * 2 * ref.element_size(), ref.device,
-                     "joint predictive covariance", "joint=False or fewer test points")
-        block = M
-    out = []
-    for i in range(0, M, block):
-        kx = Kx[i * C:(i + block) * C].t().reshape(N, C, -1)                       # (N, C, mc*C)
-        V = torch.einsum("bncd,ndj->bncj", result.sqrt_w, kx).reshape(B, N * C, -1)  # S K_X*
-        V = torch.linalg.solve_triangular(result.chol, V, upper=False)              # L⁻¹ S K_X*
-        if joint:
-            return kss - V.transpose(1, 2) @ V
-        V = V.view(B, N * C, -1, C)
-        out.append(kss[i:i + block] - torch.einsum("brmc,brmd->bmcd", V, V))
-    return torch.cat(out, 1)
-
-
-predict_mean_cov = predict
-
-
-# ---- softmax predictive — math.md (d) ----
-def sample_logits(mean: Tensor, cov: Tensor, num_samples: int,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """Draws f^(s) = μ* + Σ*^{1/2} z^(s) (symmetric root via eigh, robust to singular Σ*).
-
-    Args: mean (..., M, C); cov (..., M, C, C); generator: its device draws z (CPU default), moved to mean's device.
-    Returns: (S, ..., M, C) logit samples.
-    """
-    evals, Q = torch.linalg.eigh(cov)
-    R = Q * evals.clamp_min(0).sqrt().unsqueeze(-2)
-    dev = generator.device if generator is not None else mean.device
-    z = torch.randn((num_samples, *mean.shape), generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
-    return mean + (R @ z.unsqueeze(-1)).squeeze(-1)
-
-
-def softmax_mc(mean: Tensor, cov: Tensor, num_samples: int, generator: torch.Generator | None = None,
-               return_samples: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    """Monte Carlo softmax predictive E_{f~N(μ*,Σ*)} softmax(f) (math.md (d), R&W Alg. 3.4 end).
-
-    Args: mean (..., M, C); cov (..., M, C, C); num_samples: S.
-    Returns: probs (..., M, C); with ``return_samples`` also the per-sample probabilities (S, ..., M, C).
-    """
-    probs = torch.softmax(sample_logits(mean, cov, num_samples, generator), -1)
-    return (probs.mean(0), probs) if return_samples else probs.mean(0)
-
-
-def probit_logits(mean: Tensor, cov: Tensor) -> Tensor:
-    """κ ∘ μ* with κ_c = (1 + (π/8) Σ*_cc)^{-1/2} (math.md (d)). mean (..., M, C); cov (..., M, C, C) or variances
-    (..., M, C). Returns (..., M, C)."""
-    var = cov.diagonal(dim1=-2, dim2=-1) if cov.ndim == mean.ndim + 1 else cov
-    return mean / torch.sqrt(1.0 + (math.pi / 8.0) * var)
-
-
-def softmax_probit(mean: Tensor, cov: Tensor) -> Tensor:
-    """Probit / mean-field softmax predictive softmax(κ ∘ μ*) (laplace-torch ``link_approx='probit'``); rough when
-    Σ* is large (math.md (d)). Shapes as in :func:`probit_logits`; returns probs (..., M, C)."""
-    return torch.softmax(probit_logits(mean, cov), -1)
-
-
-softmax_predictive_mc = softmax_mc
-softmax_predictive_probit = softmax_probit
 
 
 # ---- λ → 0 label-smoothed interpolant — math.md (c) ----

@@ -377,10 +377,10 @@ def comparison_heatmaps(
                         rgba = cmap(im.norm(v))
                         light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5
                         ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                                color="black" if light else "white", in_layout=False)  # inside the axes: no
-                    else:                                                               # layout pass needed
+                                color="black" if light else "white")
+                    else:
                         ax.text(j, i, "∞" if np.isinf(v) else "n/a", ha="center", va="center", fontsize=7,
-                                color="0.3", in_layout=False)
+                                color="0.3")
         ax.set_xticks(range(df.shape[1]), [str(c) for c in df.columns], rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(df.shape[0]), [str(i) for i in df.index], fontsize=7)
         ax.set_title(textwrap.fill(name, 34), fontsize=9)

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 import ntkbayes as nb
 from ntkbayes.data.splits import make_splits
 from ntkbayes.methods.gp import LENGTHSCALE_GRID, OUTPUTSCALE_GRID, median_lengthscale
-from ntkbayes.ntk import solve
+from ntkbayes.ntk import posterior, solve
 from ntkbayes.utils import MemoryEstimateError
 
 
@@ -66,13 +66,13 @@ def test_fit_predict_each_kernel_and_link(blobs, kernel, link):
 
 
 def test_predictive_is_the_laplace_posterior(blobs):
-    """Probit members are softmax(κ∘μ*) of solve.predict with the chosen hyperparameters (mean and Σ* diagonal)."""
+    """Probit members are softmax(κ∘μ*) of posterior.predict with the chosen hyperparameters (mean and Σ* diagonal)."""
     gp = nb.methods.create("gp", link="probit", outputscale=3.0).fit(blobs, seed=0)
     x, xt = blobs.train.x.double(), blobs.test.x.double()
     ls = gp.fit_info()["lengthscale"]
     k = lambda a, b: 3.0 * torch.exp(-torch.cdist(a, b) ** 2 / (2 * ls**2))
     res = solve.newton_block(k(x, x), None, torch.nn.functional.one_hot(blobs.train.y, 3).double())
-    mean, cov = solve.predict(res, k(xt, x), torch.full((len(xt),), 3.0, dtype=torch.float64))
+    mean, cov = posterior.predict(res, k(xt, x), torch.full((len(xt),), 3.0, dtype=torch.float64))
     expected = torch.softmax(mean[0] / torch.sqrt(1 + torch.pi / 8 * cov[0].diagonal(dim1=-2, dim2=-1)), -1)
     assert (gp.predict(blobs.test.x).probs - expected).abs().max() < 1e-10
 

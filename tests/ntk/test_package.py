@@ -5,9 +5,9 @@ import importlib
 import sys
 
 import ntkbayes.ntk as ntk
-from ntkbayes.ntk import solve
+from ntkbayes.ntk import posterior
 
-SUBMODULES = ("analytic", "empirical", "linearize", "solve", "solve_cg", "diagnostics")
+SUBMODULES = ("analytic", "empirical", "linearize", "solve", "posterior", "solve_cg", "diagnostics")
 
 
 def test_every_export_is_the_submodule_object():
@@ -20,7 +20,7 @@ def test_every_export_is_the_submodule_object():
                  "softmax_predictive_mc", "softmax_predictive_probit", "kernel_drift", "linearization_gap",
                  "parameter_movement", "newton_block_cg"):
         assert callable(getattr(ntk, name)), name
-    assert ntk.predict_mean_cov is solve.predict and ntk.softmax_predictive_mc is solve.softmax_mc
+    assert ntk.predict_mean_cov is posterior.predict and ntk.softmax_predictive_mc is posterior.softmax_mc
     assert callable(ntk.linearize) and not isinstance(ntk.linearize, type(sys))     # the function, not the module
     try:
         ntk.no_such_name  # noqa: B018

@@ -13,7 +13,7 @@ import torch
 from torch.func import functional_call, jacrev, jvp, linearize
 
 from ntkbayes.models import MLP
-from ntkbayes.ntk import solve
+from ntkbayes.ntk import posterior, solve
 from ntkbayes.utils import MemoryEstimateError
 
 N, C, M, D = 8, 3, 5, 4
@@ -119,7 +119,7 @@ def test_newton_full_equals_lbfgs_on_linearized_network(ref, anchor, lam, smooth
     Y = targets(smooth)
     m, ms = ref.means(anchor)
     res = solve.solve_ntk_classifier(ref.Theta, m, Y, lam)
-    mean, _ = solve.predict(res, ref.ThetaSX, m_star=ms)
+    mean, _ = posterior.predict(res, ref.ThetaSX, m_star=ms)
     f_lb, fs_lb = ref.lbfgs(anchor, lam, Y)
     assert res.form == "full" and bool(res.converged.all()) and 3 <= int(res.iterations.max()) <= 30
     assert (res.f[0] - f_lb).abs().max() < 1e-5
@@ -160,8 +160,8 @@ def test_block_equals_full_on_kron_kernel(ref, smooth):
     assert rb.form == "block" and bool(rb.converged.all())
     for name in ("f", "alpha", "log_evidence", "psi"):
         assert (getattr(rf, name) - getattr(rb, name)).abs().max() < 1e-10, name
-    mu_f, cov_f = solve.predict(rf, Ks, kss.diagonal(), ms)
-    mu_b, cov_b = solve.predict(rb, ks, kss.diagonal(), ms)
+    mu_f, cov_f = posterior.predict(rf, Ks, kss.diagonal(), ms)
+    mu_b, cov_b = posterior.predict(rb, ks, kss.diagonal(), ms)
     assert (mu_f - mu_b).abs().max() < 1e-10
     assert (cov_f - cov_b).abs().max() < 1e-10
     # both equal the dense (K + W⁻¹)⁻¹ reference, per test-point block (math.md (d))
@@ -170,7 +170,7 @@ def test_block_equals_full_on_kron_kernel(ref, smooth):
     # per-class (C, N, N) kernels with identical classes give the same answer as the shared one
     rb3 = solve.newton_block(k.expand(C, N, N), m, Y)
     assert (rb3.f - rb.f).abs().max() < 1e-12
-    mu3, cov3 = solve.predict(rb3, ks.expand(C, M, N), kss.diagonal().expand(C, M), ms)
+    mu3, cov3 = posterior.predict(rb3, ks.expand(C, M, N), kss.diagonal().expand(C, M), ms)
     assert (cov3 - cov_b).abs().max() < 1e-12
 
 
@@ -182,10 +182,10 @@ def test_batched_members_equal_separate_solves(ref, form):
     run = solve.newton_full if form == "full" else solve.newton_block
     batched = run(kern, m, Y)
     chunked = run(kern, m, Y, member_chunk=2)
-    mu_b, cov_b = solve.predict(batched, kx, kss.diagonal(), ms)
+    mu_b, cov_b = posterior.predict(batched, kx, kss.diagonal(), ms)
     for b in range(3):
         single = run(kern, m[b], Y)
-        mu_s, cov_s = solve.predict(single, kx, kss.diagonal(), ms[b])
+        mu_s, cov_s = posterior.predict(single, kx, kss.diagonal(), ms[b])
         assert (single.f[0] - batched.f[b]).abs().max() < 1e-12
         assert (single.log_evidence[0] - batched.log_evidence[b]).abs() < 1e-12
         assert (mu_s[0] - mu_b[b]).abs().max() < 1e-12 and (cov_s[0] - cov_b[b]).abs().max() < 1e-12
@@ -198,8 +198,8 @@ def test_laplace_covariance_and_evidence_equal_weight_space(ref, anchor):
     kappa = lam * N
     m, ms = ref.means(anchor)
     res = solve.solve_ntk_classifier(ref.Theta, m, Y, lam)
-    mean, cov_joint = solve.predict(res, ref.ThetaSX, ref.ThetaSS, ms, joint=True)
-    _, cov = solve.predict(res, ref.ThetaSX.view(M, C, N, C).permute(0, 2, 1, 3), ref.ThetaSS, ms, block_size=2)
+    mean, cov_joint = posterior.predict(res, ref.ThetaSX, ref.ThetaSS, ms, joint=True)
+    _, cov = posterior.predict(res, ref.ThetaSX.view(M, C, N, C).permute(0, 2, 1, 3), ref.ThetaSS, ms, block_size=2)
     # weight space: θ̂ = θ_a + Jᵀβ, H = JᵀŴJ + κI (math.md (d))
     theta_a = ref.theta0 if anchor == "init" else torch.zeros_like(ref.theta0)
     dtheta = ref.J.T @ res.beta[0].reshape(-1)
@@ -228,7 +228,7 @@ def test_interpolant_matches_lbfgs_and_newton_limit(ref):
     gaps = []
     for lam in (1e-5, 1e-7):
         res = solve.solve_ntk_classifier(ref.Theta, ref.f0, Y, lam)
-        mean, _ = solve.predict(res, ref.ThetaSX, m_star=ref.f0s)
+        mean, _ = posterior.predict(res, ref.ThetaSX, m_star=ref.f0s)
         gaps.append(float((mean[0] - interp.f_star[0]).abs().max()))
     assert gaps[1] < 1e-2 and 20 < gaps[0] / gaps[1] < 500                  # gap ∝ λ
 
@@ -251,17 +251,17 @@ def test_softmax_predictives():
     cov = A @ A.transpose(-1, -2)
     # noise only along the shift direction 1_C leaves softmax unchanged: MC is exact, probit is not
     shift_cov = 5.0 * torch.ones(2, 4, C, C, dtype=DT)
-    mc = solve.softmax_mc(mean, shift_cov, 50, g)
+    mc = posterior.softmax_mc(mean, shift_cov, 50, g)
     assert (mc - torch.softmax(mean, -1)).abs().max() < 1e-12
-    assert (solve.softmax_probit(mean, shift_cov) - torch.softmax(mean, -1)).abs().max() > 1e-2
+    assert (posterior.softmax_probit(mean, shift_cov) - torch.softmax(mean, -1)).abs().max() > 1e-2
     # small covariance: probit ≈ MC ≈ plug-in
     small = 1e-4 * cov
-    mc_small = solve.softmax_mc(mean, small, 20000, torch.Generator().manual_seed(1))
-    assert (mc_small - solve.softmax_probit(mean, small)).abs().max() < 1e-3
+    mc_small = posterior.softmax_mc(mean, small, 20000, torch.Generator().manual_seed(1))
+    assert (mc_small - posterior.softmax_probit(mean, small)).abs().max() < 1e-3
     # C = 2: MC matches 1-D Gauss–Hermite quadrature of E σ(f1 − f2) within a few standard errors
     mu2, L2 = torch.tensor([[0.7, -0.4]], dtype=DT), torch.tensor([[[1.5, 0.0], [0.8, 0.6]]], dtype=DT)
     cov2 = L2 @ L2.transpose(-1, -2)
-    probs, samples = solve.softmax_mc(mu2, cov2, 100000, torch.Generator().manual_seed(2), return_samples=True)
+    probs, samples = posterior.softmax_mc(mu2, cov2, 100000, torch.Generator().manual_seed(2), return_samples=True)
     assert samples.shape == (100000, 1, 2) and torch.allclose(samples.mean(0), probs)
     v = cov2[0, 0, 0] + cov2[0, 1, 1] - 2 * cov2[0, 0, 1]
     x, w = np.polynomial.hermite_e.hermegauss(80)
@@ -269,9 +269,10 @@ def test_softmax_predictives():
     se = float(samples[:, 0, 0].std()) / math.sqrt(100000)
     assert abs(float(probs[0, 0]) - exact) < 5 * se
     # variances instead of covariances for probit; same generator seed → same samples
-    assert torch.equal(solve.softmax_probit(mean, cov), solve.softmax_probit(mean, cov.diagonal(dim1=-2, dim2=-1)))
-    s1 = solve.sample_logits(mean, cov, 7, torch.Generator().manual_seed(3))
-    s2 = solve.sample_logits(mean, cov, 7, torch.Generator().manual_seed(3))
+    diag = cov.diagonal(dim1=-2, dim2=-1)
+    assert torch.equal(posterior.softmax_probit(mean, cov), posterior.softmax_probit(mean, diag))
+    s1 = posterior.sample_logits(mean, cov, 7, torch.Generator().manual_seed(3))
+    s2 = posterior.sample_logits(mean, cov, 7, torch.Generator().manual_seed(3))
     assert s1.shape == (7, 2, 4, C) and torch.equal(s1, s2)
 
 
@@ -293,9 +294,9 @@ def test_input_forms_and_validation(ref, monkeypatch):
     with pytest.raises(ValueError, match="lam"):
         solve.solve_ntk_classifier(ref.Theta, ref.f0, Y, 0.0)
     lean = solve.newton_full(ref.Theta, ref.f0, Y, keep_factors=False, **kw)
-    assert solve.predict(lean, ref.ThetaSX)[1] is None
+    assert posterior.predict(lean, ref.ThetaSX)[1] is None
     with pytest.raises(ValueError, match="keep_factors"):
-        solve.predict(lean, ref.ThetaSX, ref.ThetaSS)
+        posterior.predict(lean, ref.ThetaSX, ref.ThetaSS)
     monkeypatch.setattr("ntkbayes.utils.available_memory", lambda device: 1000)
     with pytest.raises(MemoryEstimateError, match="member_chunk"):
         solve.newton_full(ref.Theta, ref.f0, Y)

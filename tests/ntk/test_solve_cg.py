@@ -4,7 +4,7 @@ solves, the pivoted-Cholesky preconditioner, and the automatic solver choice by 
 import pytest
 import torch
 
-from ntkbayes.ntk import solve, solve_cg
+from ntkbayes.ntk import posterior, solve, solve_cg
 from ntkbayes.ntk.analytic import mlp_kernels
 from ntkbayes.utils import MemoryEstimateError
 
@@ -37,11 +37,11 @@ def test_cg_newton_equals_cholesky_newton(problem, rank, smooth):
     assert torch.isnan(cg.log_evidence).all() and int(cg.cg_iterations.min()) > 0
     rep = cg.report()
     assert rep["solver"] == "cg" and rep["max_cg_residual"] < 1e-8
-    mean_cg, cov_cg = solve.predict(cg, Ks, m_star=torch.zeros(6, C, dtype=DT))
-    mean_ch, _ = solve.predict(chol, Ks, m_star=torch.zeros(6, C, dtype=DT))
+    mean_cg, cov_cg = posterior.predict(cg, Ks, m_star=torch.zeros(6, C, dtype=DT))
+    mean_ch, _ = posterior.predict(chol, Ks, m_star=torch.zeros(6, C, dtype=DT))
     assert cov_cg is None and (mean_cg - mean_ch).abs().max() < 1e-7
     with pytest.raises(ValueError, match="factors"):
-        solve.predict(cg, Ks, torch.ones(6, dtype=DT))
+        posterior.predict(cg, Ks, torch.ones(6, dtype=DT))
 
 
 def test_preconditioner_reduces_cg_iterations(problem):
