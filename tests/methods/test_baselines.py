@@ -3,29 +3,17 @@ mc_dropout (S masks), temperature (scipy scalar minimization), logistic (scikit-
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize_scalar
+from toydata import tiny_splits
 
 from ntkbayes import methods
 from ntkbayes.data.splits import make_splits
 
 SMALL = {"width": 16, "depth": 1, "dtype": "float64"}
 
-
-def tiny_splits(**kw):
-    """tests/conftest.py's ``tiny_splits``, loaded under a module name of its own (as in test_gp.py)."""
-    name = "_ntkbayes_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name].tiny_splits(**kw)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,12 @@ unknown to both runs with its defaults plus whichever generic names apply.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from toydata import tiny_splits
 
 from ntkbayes import methods
 from ntkbayes.methods.base import NotFittedError
@@ -40,15 +38,6 @@ def fast_params(name: str) -> dict:
     params.update(FAST_BY_METHOD.get(name, {}))
     return params
 
-
-def tiny_splits(**kw):
-    """tests/conftest.py's ``tiny_splits``, loaded under a module name of its own (as in test_gp.py)."""
-    name = "_ntkbayes_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name].tiny_splits(**kw)
 
 
 @pytest.fixture(scope="module")

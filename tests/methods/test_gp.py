@@ -1,15 +1,13 @@
 """GP classification method (``gp``): kernels, links, hyperparameter selection, OOD behaviour, GPyTorch backend."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import make_moons
 from sklearn.metrics import roc_auc_score
+from toydata import tiny_splits
 
 import ntkbayes as nb
 from ntkbayes.data.splits import make_splits
@@ -18,20 +16,9 @@ from ntkbayes.ntk import posterior, solve
 from ntkbayes.utils import MemoryEstimateError
 
 
-def _tests_conftest():
-    """tests/conftest.py under a module name of its own (pytest may hold another module called ``conftest``)."""
-    name = "_ntkbayes_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def blobs():
-    return _tests_conftest().tiny_splits(n=60, classes=3, dim=4, seed=0)
+    return tiny_splits(n=60, classes=3, dim=4, seed=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -186,7 +173,7 @@ def _brute_force_laplace(K, Y, Ks, kss):
 
 def test_exact_backend_equals_brute_force_dense_laplace():
     """The GP's mode, log evidence and probit predictive equal a dense numpy/scipy Laplace written from R&W."""
-    data = _tests_conftest().tiny_splits(n=24, classes=3, dim=2, seed=1)
+    data = tiny_splits(n=24, classes=3, dim=2, seed=1)
     ls, s = 0.5, 4.0                                                  # K well conditioned: dense K⁻¹ is safe
     gp = nb.methods.create("gp", kernel="rbf", lengthscale=ls, outputscale=s, link="probit").fit(data, seed=0)
     x, xt = data.train.x.double().numpy(), data.test.x.double().numpy()
@@ -208,7 +195,7 @@ def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, dep
     """nngp/ntk kernels are ``mlp_kernels`` of the requested MLP (closed form or quadrature), scaled by s."""
     from ntkbayes.ntk.analytic import mlp_kernels
 
-    blobs = _tests_conftest().tiny_splits(n=30, classes=3, dim=4, seed=0)  # quadrature: 10⁴ nodes per entry
+    blobs = tiny_splits(n=30, classes=3, dim=4, seed=0)  # quadrature: 10⁴ nodes per entry
 
     gp = nb.methods.create("gp", kernel=kernel, activation=activation, depth=depth, outputscale=2.0,
                            link="probit").fit(blobs, seed=0)

@@ -3,14 +3,12 @@ memory and BatchNorm guards, row blocking."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.func import functional_call, jacrev, vmap
+from toydata import tiny_splits
 
 from ntkbayes import methods
 from ntkbayes.methods import laplace as laplace_mod
@@ -18,15 +16,6 @@ from ntkbayes.utils import MemoryEstimateError
 
 SMALL = {"width": 12, "depth": 1, "dtype": "float64", "epochs": 80, "lr": 0.01}
 
-
-def tiny_splits(**kw):
-    """tests/conftest.py's ``tiny_splits``, loaded under a module name of its own (as in test_gp.py)."""
-    name = "_ntkbayes_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name].tiny_splits(**kw)
 
 
 @pytest.fixture(scope="module")
