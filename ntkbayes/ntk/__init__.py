@@ -1,6 +1,6 @@
 """Infinite-width and empirical NTKs, the linearized model, the function-space solver, lazy-regime diagnostics.
 
-Public API (formulas: ``../shared/math.md``; each submodule's docstring cites its section):
+Public API (formulas: ``docs/math.md``; each submodule's docstring cites its section):
 
 * :mod:`~ntkbayes.ntk.analytic` (a): :func:`mlp_kernels` (N, M) NNGP and NTK, :func:`mlp_kernels_diag`,
   :func:`readout_split`, :func:`gaussian_expectations`.

@@ -1,4 +1,4 @@
-"""Laplace (GGN) predictive at test points and the softmax predictive: ``../shared/math.md`` (d).
+"""Laplace (GGN) predictive at test points and the softmax predictive: ``docs/math.md`` (d).
 
 :func:`predict` turns a :class:`~ntkbayes.ntk.solve.NewtonResult` (full or block form) into the logit predictive
 N(μ*, Σ*) (R&W 2006, Algorithm 3.4 for the block form); :func:`softmax_mc` and :func:`softmax_probit` turn that

@@ -1,6 +1,6 @@
 """Function-space solver: NTK-regularized cross-entropy = multiclass GP-classifier MAP.
 
-Implements ``../shared/math.md`` (c); its predictive (d) is :mod:`ntkbayes.ntk.posterior`:
+Implements ``docs/math.md`` (c); its predictive (d) is :mod:`ntkbayes.ntk.posterior`:
 
 * (c) the linearized network trained on (1/N)ΣCE + (λ/2)‖θ−θ_a‖² is the MAP of a GP classifier with prior
   g ~ N(m, K), K = Θ/κ, κ = λN; Newton/IRLS in the general sample-major (NC × NC) form (:func:`newton_full`) and
