@@ -18,6 +18,8 @@ from ntkbayes.utils import check_memory
 
 #: Test points per chunk when forming predictive covariances (bounds memory at B·NC·chunk·C numbers).
 DEFAULT_PREDICT_BLOCK = 512
+#: Eigenvalues of Σ* up to EIGEN_ZERO·C·ε·λ_max count as zero in :func:`sample_logits` (eigh's backward error).
+EIGEN_ZERO = 16.0
 
 
 # ---- Laplace predictive at test points — math.md (d) ----
@@ -138,11 +140,16 @@ def sample_logits(mean: Tensor, cov: Tensor, num_samples: int,
                   generator: torch.Generator | None = None) -> Tensor:
     """Draws f^(s) = μ* + Σ*^{1/2} z^(s) (symmetric root via eigh, robust to singular Σ*).
 
+    Eigenvalues at or below ``EIGEN_ZERO``·C·ε·λ_max are rounding noise of eigh (its backward error is that size,
+    and their sign differs between CPUs); they are set to 0, so a singular Σ* gives the same samples everywhere
+    up to rounding instead of noise of size √(ε·λ_max) along its null space.
+
     Args: mean (..., M, C); cov (..., M, C, C); generator: its device draws z (CPU default), moved to mean's device.
     Returns: (S, ..., M, C) logit samples.
     """
     evals, Q = torch.linalg.eigh(cov)
-    R = Q * evals.clamp_min(0).sqrt().unsqueeze(-2)
+    noise = EIGEN_ZERO * cov.shape[-1] * torch.finfo(cov.dtype).eps * evals[..., -1:].clamp_min(0)
+    R = Q * torch.where(evals > noise, evals, torch.zeros_like(evals)).sqrt().unsqueeze(-2)
     dev = generator.device if generator is not None else mean.device
     z = torch.randn((num_samples, *mean.shape), generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
     return mean + (R @ z.unsqueeze(-1)).squeeze(-1)
