@@ -11,9 +11,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, jacrev, jvp, linearize
-
 from fp_bounds import EPS, matmul_bound, ulps
+from torch.func import functional_call, jacrev, jvp, linearize
 
 from ntkbayes.models import MLP
 from ntkbayes.ntk import posterior, solve

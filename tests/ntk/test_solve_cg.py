@@ -3,7 +3,6 @@ solves, the pivoted-Cholesky preconditioner, and the automatic solver choice by 
 
 import pytest
 import torch
-
 from fp_bounds import EPS, matmul_bound
 
 from ntkbayes.ntk import posterior, solve, solve_cg
