@@ -10,6 +10,10 @@ sequences from the seed. OOD sets (benchmarks.md §2): ``heldout`` (classes outs
 (``shuffle_seq=True``: the 40 positions permuted, same marginal statistics, no shape) and ``noisy`` (a larger
 ``iid_noise_scale``). The OOD sets are fresh samples drawn with their own generator seeds, so they are not
 corrupted copies of training sequences.
+
+OOD groups (``DatasetSplits.ood_groups``): ``heldout`` and ``noisy`` are "near" (new classes of the same
+generator; digits whose shape is damaged but present), ``shuffled`` is "far" (the marginal statistics of the data
+with no shape left, noise-like).
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data import (
+    build_splits,
+    check_float,
+    check_id_classes,
+    check_int,
+    check_standardization,
+    random_splits,
+    register,
+)
 from ntkbayes.data.splits import DatasetSplits
 
 CACHE_DIR = "mnist1d"
@@ -33,6 +45,8 @@ CACHE_DIR = "mnist1d"
 NOISY_SCALE = 0.2
 # Generator seeds of the OOD sets; the published set uses 42.
 OOD_SEEDS = {"shuffled": 4201, "noisy": 4202}
+#: Near/far OOD groups (module docstring); ``heldout`` defaults to "near".
+OOD_GROUPS = {"shuffled": "far", "noisy": "near"}
 
 
 def generate(**overrides) -> dict[str, np.ndarray]:
@@ -94,7 +108,21 @@ def cached(root: Path, tag: str, **overrides) -> dict[str, np.ndarray]:
     return data
 
 
-@register("mnist1d", family="sequence")
+#: Sequence length and classes of MNIST-1D (the generator's defaults).
+LENGTH, NUM_CLASSES = 40, 10
+
+
+def _stand_in(seed: int, **opts) -> DatasetSplits:
+    """Random length-40 sequences, 10 classes, OOD sets ``shuffled`` and ``noisy``; reads nothing (dry runs)."""
+    return random_splits(
+        "mnist1d", seed=seed, feature_shape=(LENGTH,), num_classes=NUM_CLASSES, ood=list(OOD_GROUPS),
+        ood_groups=OOD_GROUPS, modality="sequence", options=opts,
+        standardize=check_standardization("mnist1d", opts["standardize"]),
+        id_classes=check_id_classes("mnist1d", opts["id_classes"]),
+    )
+
+
+@register("mnist1d", family="sequence", stand_in=_stand_in)
 def load_mnist1d(
     root: Path,
     seed: int,
@@ -126,5 +154,5 @@ def load_mnist1d(
         modality="sequence", options=opts, id_classes=check_id_classes("mnist1d", id_classes),
         x_test=base["x_test"], y_test=base["y_test"],
         val_fraction=check_float("mnist1d", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"shuffled": shuffled["x_test"], "noisy": noisy["x_test"]},
+        extra_ood={"shuffled": shuffled["x_test"], "noisy": noisy["x_test"]}, ood_groups=OOD_GROUPS,
     )

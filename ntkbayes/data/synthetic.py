@@ -4,6 +4,9 @@ benchmarks.md §2: ``moons`` is scikit-learn's ``make_moons``; ``spirals`` is ge
 their sample from the seed (a new seed is a new sample and a new split) and carry the OOD set ``far``: points
 uniform in a square far from the data, standardized with the training statistics like every split. A plain ReLU
 MLP is over-confident there (MSP-AUROC below chance); Laplace, GP and NTK-GP predictives should not be.
+
+OOD groups (``DatasetSplits.ood_groups``): ``far`` is "far" (no data anywhere near it); ``heldout`` (the classes
+left out of ``id_classes``, when given) is "near".
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data import (
+    build_splits,
+    check_float,
+    check_id_classes,
+    check_int,
+    check_standardization,
+    random_splits,
+    register,
+)
 from ntkbayes.data.splits import DatasetSplits
 
 # Centre and half-width of the far-OOD square in raw coordinates: the moons lie in [-1.2, 2.2] x [-0.7, 1.2] and
@@ -23,6 +34,8 @@ FAR_HALF_WIDTH = 1.0
 # where all arms meet and the classes could not be told apart.
 SPIRAL_ARMS = 3
 SPIRAL_START = 0.1
+#: Near/far OOD groups of both datasets (module docstring); ``heldout`` defaults to "near".
+OOD_GROUPS = {"far": "far"}
 
 
 def _far(seed: int, m: int) -> np.ndarray:
@@ -46,7 +59,19 @@ def spirals_raw(n: int, noise: float, turns: float, seed: int) -> tuple[np.ndarr
     return x, y.astype(np.int64)
 
 
-@register("moons", family="synthetic")
+def _stand_in(name: str, num_classes: int):
+    """Stand-in of a 2-D synthetic dataset: random points in the plane, the OOD set ``far`` (for dry runs)."""
+
+    def stand_in(seed: int, **opts) -> DatasetSplits:
+        return random_splits(name, seed=seed, feature_shape=(2,), num_classes=num_classes, ood=["far"],
+                             ood_groups=OOD_GROUPS, modality="tabular", options=opts,
+                             standardize=check_standardization(name, opts["standardize"]),
+                             id_classes=check_id_classes(name, opts["id_classes"]))
+
+    return stand_in
+
+
+@register("moons", family="synthetic", stand_in=_stand_in("moons", 2))
 def load_moons(
     root: Path,
     seed: int,
@@ -77,11 +102,11 @@ def load_moons(
         options=opts, id_classes=check_id_classes("moons", id_classes),
         test_fraction=check_float("moons", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("moons", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))},
+        extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )
 
 
-@register("spirals", family="synthetic")
+@register("spirals", family="synthetic", stand_in=_stand_in("spirals", SPIRAL_ARMS))
 def load_spirals(
     root: Path,
     seed: int,
@@ -114,5 +139,5 @@ def load_spirals(
         options=opts, id_classes=check_id_classes("spirals", id_classes),
         test_fraction=check_float("spirals", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("spirals", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))},
+        extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )

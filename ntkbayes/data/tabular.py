@@ -6,11 +6,12 @@ are never used. The splits are stratified: test then validation out of the rest,
 ``digits``: 1797 images of 8×8 pixels with values 0–16, 10 classes. Every class is in-distribution by default; the
 standard OOD benchmark passes ``id_classes=[0, 1, 2, 3, 4]`` so that classes 5–9 become the near-OOD set
 ``heldout`` (same pixel statistics). The far-OOD set ``noise`` holds images of independent uniform integer pixels
-in 0..16. Pixels are standardized with one mean/std over all training pixels (``standardize="channel"``), so a
+in 0..16. OOD groups: ``heldout`` is "near" (same pixel statistics, new classes), ``noise`` is "far" (no digit at
+all). Pixels are standardized with one mean/std over all training pixels (``standardize="channel"``), so a
 rotated digit (shift.py) is the rotation of the standardized one; ``flatten`` gives (N, 64) for MLPs.
 
 ``breast_cancer`` (569 × 30, 2 classes) and ``wine`` (178 × 13, 3 classes) serve calibration; their raw feature
-scales reach 4000, so they are standardized per feature.
+scales reach 4000, so they are standardized per feature; their only OOD set is ``heldout`` ("near").
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ntkbayes.data import (
     check_id_classes,
     check_int,
     check_standardization,
+    random_splits,
     register,
 )
 from ntkbayes.data.splits import DatasetSplits
@@ -40,7 +42,29 @@ def digits_noise(m: int, seed: int) -> np.ndarray:
     return rng.integers(0, DIGITS_MAX + 1, size=(m, 1, 8, 8)).astype(np.float64)
 
 
-@register("digits", family="tabular")
+def _digits_stand_in(seed: int, **opts) -> DatasetSplits:
+    """Random 8×8 images, 10 classes, OOD set ``noise`` (and ``heldout``); reads nothing (dry runs)."""
+    return random_splits(
+        "digits", seed=seed, feature_shape=(1, 8, 8), num_classes=10, ood=["noise"], ood_groups={"noise": "far"},
+        modality="image", options=opts, standardize=check_standardization("digits", opts["standardize"]),
+        flatten=check_bool("digits", "flatten", opts["flatten"]),
+        id_classes=check_id_classes("digits", opts["id_classes"]),
+    )
+
+
+def _tabular_stand_in(name: str, features: int, num_classes: int):
+    """Stand-in of a bundled tabular dataset: random (N, features) rows; reads nothing (dry runs)."""
+
+    def stand_in(seed: int, **opts) -> DatasetSplits:
+        return random_splits(name, seed=seed, feature_shape=(features,), num_classes=num_classes, ood=[],
+                             modality="tabular", options=opts,
+                             standardize=check_standardization(name, opts["standardize"]),
+                             id_classes=check_id_classes(name, opts["id_classes"]))
+
+    return stand_in
+
+
+@register("digits", family="tabular", stand_in=_digits_stand_in)
 def load_digits_splits(
     root: Path,
     seed: int,
@@ -71,6 +95,7 @@ def load_digits_splits(
         test_fraction=check_float("digits", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("digits", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
         extra_ood={"noise": digits_noise(check_int("digits", "n_noise", n_noise, 1), seed)},
+        ood_groups={"noise": "far"},
     )
 
 
@@ -87,7 +112,7 @@ def _sklearn_tabular(name: str, loader_name: str, seed: int, opts: dict) -> Data
     )
 
 
-@register("breast_cancer", family="tabular")
+@register("breast_cancer", family="tabular", stand_in=_tabular_stand_in("breast_cancer", 30, 2))
 def load_breast_cancer_splits(
     root: Path,
     seed: int,
@@ -104,7 +129,7 @@ def load_breast_cancer_splits(
     return _sklearn_tabular("breast_cancer", "load_breast_cancer", seed, opts)
 
 
-@register("wine", family="tabular")
+@register("wine", family="tabular", stand_in=_tabular_stand_in("wine", 13, 3))
 def load_wine_splits(
     root: Path,
     seed: int,
