@@ -84,14 +84,6 @@ def test_options_flatten_subset_test_subset_id_classes_ood(mnist_root):
     assert full.ood == {}
 
 
-def test_stratified_subset_proportions():
-    y = np.repeat(np.arange(3), [50, 30, 20])
-    idx = vision.stratified_subset(y, 10, seed=0)
-    assert len(idx) == 10 and np.bincount(y[idx]).tolist() == [5, 3, 2]
-    assert np.array_equal(idx, vision.stratified_subset(y, 10, seed=0))
-    assert not np.array_equal(idx, vision.stratified_subset(y, 10, seed=1))
-
-
 def test_bad_ood_and_subset_options(mnist_root):
     with pytest.raises(ValueError, match="unknown OOD dataset 'svhm'"):
         data.load("mnist", root=mnist_root, ood=["svhm"])
