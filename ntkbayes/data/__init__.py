@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ntkbayes.data.splits import DatasetSplits, OODGroup, Split, make_splits, stratified_subset
+from ntkbayes.data.splits import DatasetSplits, OODGroup, Split, StandIn, make_splits, stratified_subset
 from ntkbayes.errors import UserError
 
 # Data root used when none is given: design.md's layout keeps datasets in ./datasets (git-ignored, README inside).
@@ -68,18 +68,18 @@ class _Entry:
     loader: Callable[..., DatasetSplits]
     defaults: dict[str, Any]
     family: str
-    stand_in: Callable[..., DatasetSplits] | None = None
+    stand_in: StandIn | Callable[[dict], StandIn] | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, *, family: str, stand_in: Callable[..., DatasetSplits] | None = None) -> Callable:
+def register(name: str, *, family: str, stand_in: StandIn | Callable[[dict], StandIn] | None = None) -> Callable:
     """Decorator registering ``loader(root: Path, seed: int, download: bool, *, option=default, ...)``.
 
     The loader's keyword-only parameters are the dataset's options. A duplicate name is an error.
-    ``stand_in(seed, **options)`` (all options, defaults filled in) returns random data shaped like the dataset
-    without touching any file (usually through :func:`random_splits`); :func:`load` calls it for ``stand_in=True``.
+    ``stand_in`` is the dataset's :class:`StandIn` (input shape, classes, OOD sets and their groups), or a function
+    of the options (all of them, defaults filled in) returning one; :func:`load` uses it for ``stand_in=True``.
     """
 
     def deco(fn: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
@@ -145,7 +145,9 @@ def load(name: str, root: str | Path = DEFAULT_ROOT, seed: int = 0, download: bo
     if stand_in:
         if entry.stand_in is None:
             raise UserError(f"dataset {name!r} registers no stand-in; it cannot be used with stand_in=True")
-        return entry.stand_in(int(seed), **{**entry.defaults, **options})
+        opts = {**entry.defaults, **options}
+        spec = entry.stand_in(opts) if callable(entry.stand_in) else entry.stand_in
+        return random_splits(name, int(seed), spec, opts)
     return entry.loader(Path(root), int(seed), bool(download), **options)
 
 
@@ -249,31 +251,23 @@ STAND_IN_MIN = 64
 STAND_IN_OOD = 16
 
 
-def random_splits(
-    name: str,
-    *,
-    seed: int,
-    feature_shape: tuple[int, ...],
-    num_classes: int,
-    ood,
-    modality: str,
-    options: dict,
-    standardize: Standardization,
-    ood_groups: dict[str, str] | None = None,
-    flatten: bool = False,
-    id_classes=None,
-) -> DatasetSplits:
+def random_splits(name: str, seed: int, spec: StandIn, options: dict) -> DatasetSplits:
     """Stand-in data for dry runs: ``STAND_IN_PER_CLASS`` random points per class (``STAND_IN_MIN`` at least) of
-    shape ``feature_shape`` (uniform in [0, 1] for images, standard normal otherwise) and ``STAND_IN_OOD`` per named
-    OOD set, through the same splitting, standardization and flattening as the real loader (:func:`build_splits`).
-    Reads nothing."""
+    ``spec.feature_shape`` (uniform in [0, 1] for images, standard normal otherwise) and ``STAND_IN_OOD`` per OOD
+    set of ``spec``, through the same splitting, standardization and flattening as the real loader
+    (:func:`build_splits`; the options ``id_classes``, ``standardize`` and ``flatten`` apply). Reads nothing."""
     rng = np.random.default_rng([int(seed), 0x57A])
-    draw = (lambda n: rng.uniform(size=(n, *feature_shape))) if modality == "image" else (
-        lambda n: rng.normal(size=(n, *feature_shape)))
-    y = np.arange(max(STAND_IN_PER_CLASS * num_classes, STAND_IN_MIN)) % num_classes
-    ds = build_splits(name, draw(len(y)), y, seed=seed, standardize=standardize, modality=modality,
-                      options=options, flatten=flatten, id_classes=id_classes,
-                      extra_ood={o: draw(STAND_IN_OOD) for o in ood}, ood_groups=ood_groups)
+    shape = tuple(spec.feature_shape)
+    draw = (lambda n: rng.uniform(size=(n, *shape))) if spec.modality == "image" else (
+        lambda n: rng.normal(size=(n, *shape)))
+    y = np.arange(max(STAND_IN_PER_CLASS * spec.num_classes, STAND_IN_MIN)) % spec.num_classes
+    ds = build_splits(
+        name, draw(len(y)), y, seed=seed, modality=spec.modality, options=options,
+        standardize=check_standardization(name, options.get("standardize", "feature")),
+        flatten=check_bool(name, "flatten", options.get("flatten", False)),
+        id_classes=check_id_classes(name, options.get("id_classes")),
+        extra_ood={o: draw(STAND_IN_OOD) for o in spec.ood_groups}, ood_groups=spec.ood_groups,
+    )
     return dataclasses.replace(ds, info={**ds.info, "stand_in": True})
 
 
@@ -326,6 +320,7 @@ __all__ = [
     "SEVERITY_PARAMS",
     "ShiftKind",
     "Split",
+    "StandIn",
     "Standardization",
     "available",
     "describe",

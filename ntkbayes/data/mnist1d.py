@@ -28,16 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import (
-    build_splits,
-    check_float,
-    check_id_classes,
-    check_int,
-    check_standardization,
-    random_splits,
-    register,
-)
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 CACHE_DIR = "mnist1d"
 # iid noise std of the OOD set ``noisy``: 10× the generator's default 0.02, comparable to the amplitude of the
@@ -47,6 +39,8 @@ NOISY_SCALE = 0.2
 OOD_SEEDS = {"shuffled": 4201, "noisy": 4202}
 #: Near/far OOD groups (module docstring); ``heldout`` defaults to "near".
 OOD_GROUPS = {"shuffled": "far", "noisy": "near"}
+#: Sequence length and number of classes of the published set (the stand-in's shape).
+LENGTH, NUM_CLASSES = 40, 10
 
 
 def generate(**overrides) -> dict[str, np.ndarray]:
@@ -108,21 +102,7 @@ def cached(root: Path, tag: str, **overrides) -> dict[str, np.ndarray]:
     return data
 
 
-#: Sequence length and classes of MNIST-1D (the generator's defaults).
-LENGTH, NUM_CLASSES = 40, 10
-
-
-def _stand_in(seed: int, **opts) -> DatasetSplits:
-    """Random length-40 sequences, 10 classes, OOD sets ``shuffled`` and ``noisy``; reads nothing (dry runs)."""
-    return random_splits(
-        "mnist1d", seed=seed, feature_shape=(LENGTH,), num_classes=NUM_CLASSES, ood=list(OOD_GROUPS),
-        ood_groups=OOD_GROUPS, modality="sequence", options=opts,
-        standardize=check_standardization("mnist1d", opts["standardize"]),
-        id_classes=check_id_classes("mnist1d", opts["id_classes"]),
-    )
-
-
-@register("mnist1d", family="sequence", stand_in=_stand_in)
+@register("mnist1d", family="sequence", stand_in=StandIn((LENGTH,), NUM_CLASSES, OOD_GROUPS, "sequence"))
 def load_mnist1d(
     root: Path,
     seed: int,

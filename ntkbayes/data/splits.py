@@ -25,6 +25,24 @@ class OODGroup(str, Enum):
     of another kind (SVHN digits for CIFAR-10)."""
 
 
+@dataclass(frozen=True)
+class StandIn:
+    """What stand-in data (``ntkbayes.data.load(..., stand_in=True)``) needs to know of a dataset; each loader
+    registers its own (``register(..., stand_in=...)``), so this knowledge lives with the loader.
+
+    Attributes:
+        feature_shape: one input's shape before any flattening, e.g. (2,), (40,), (1, 28, 28).
+        num_classes: C with every class in-distribution.
+        ood_groups: name → "near" / "far" of the OOD sets the loader adds (``heldout`` comes from ``id_classes``).
+        modality: "tabular", "sequence" or "image" (stand-in images are drawn in [0, 1], other inputs N(0, 1)).
+    """
+
+    feature_shape: tuple[int, ...]
+    num_classes: int
+    ood_groups: dict[str, str] = field(default_factory=dict)
+    modality: str = "tabular"
+
+
 def check_ood_groups(name: str, ood: dict, groups: dict | None) -> dict[str, str]:
     """``groups`` completed and checked: one entry per OOD set (missing ones "near"), values "near" or "far".
 

@@ -15,16 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import (
-    build_splits,
-    check_float,
-    check_id_classes,
-    check_int,
-    check_standardization,
-    random_splits,
-    register,
-)
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Centre and half-width of the far-OOD square in raw coordinates: the moons lie in [-1.2, 2.2] x [-0.7, 1.2] and
 # the spirals in the unit disc, so (6, 6) ± 1 is several data diameters away from both (benchmarks.md §2).
@@ -59,19 +51,7 @@ def spirals_raw(n: int, noise: float, turns: float, seed: int) -> tuple[np.ndarr
     return x, y.astype(np.int64)
 
 
-def _stand_in(name: str, num_classes: int):
-    """Stand-in of a 2-D synthetic dataset: random points in the plane, the OOD set ``far`` (for dry runs)."""
-
-    def stand_in(seed: int, **opts) -> DatasetSplits:
-        return random_splits(name, seed=seed, feature_shape=(2,), num_classes=num_classes, ood=["far"],
-                             ood_groups=OOD_GROUPS, modality="tabular", options=opts,
-                             standardize=check_standardization(name, opts["standardize"]),
-                             id_classes=check_id_classes(name, opts["id_classes"]))
-
-    return stand_in
-
-
-@register("moons", family="synthetic", stand_in=_stand_in("moons", 2))
+@register("moons", family="synthetic", stand_in=StandIn((2,), 2, OOD_GROUPS))
 def load_moons(
     root: Path,
     seed: int,
@@ -106,7 +86,7 @@ def load_moons(
     )
 
 
-@register("spirals", family="synthetic", stand_in=_stand_in("spirals", SPIRAL_ARMS))
+@register("spirals", family="synthetic", stand_in=StandIn((2,), SPIRAL_ARMS, OOD_GROUPS))
 def load_spirals(
     root: Path,
     seed: int,

@@ -27,13 +27,14 @@ from ntkbayes.data import (
     check_id_classes,
     check_int,
     check_standardization,
-    random_splits,
     register,
 )
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Largest pixel value of scikit-learn's digits (4×4 blocks of 32×32 bitmaps counted: 0..16); the noise images use it.
 DIGITS_MAX = 16
+#: Near/far group of digits' own OOD set (module docstring).
+DIGITS_OOD_GROUPS = {"noise": "far"}
 
 
 def digits_noise(m: int, seed: int) -> np.ndarray:
@@ -42,29 +43,7 @@ def digits_noise(m: int, seed: int) -> np.ndarray:
     return rng.integers(0, DIGITS_MAX + 1, size=(m, 1, 8, 8)).astype(np.float64)
 
 
-def _digits_stand_in(seed: int, **opts) -> DatasetSplits:
-    """Random 8×8 images, 10 classes, OOD set ``noise`` (and ``heldout``); reads nothing (dry runs)."""
-    return random_splits(
-        "digits", seed=seed, feature_shape=(1, 8, 8), num_classes=10, ood=["noise"], ood_groups={"noise": "far"},
-        modality="image", options=opts, standardize=check_standardization("digits", opts["standardize"]),
-        flatten=check_bool("digits", "flatten", opts["flatten"]),
-        id_classes=check_id_classes("digits", opts["id_classes"]),
-    )
-
-
-def _tabular_stand_in(name: str, features: int, num_classes: int):
-    """Stand-in of a bundled tabular dataset: random (N, features) rows; reads nothing (dry runs)."""
-
-    def stand_in(seed: int, **opts) -> DatasetSplits:
-        return random_splits(name, seed=seed, feature_shape=(features,), num_classes=num_classes, ood=[],
-                             modality="tabular", options=opts,
-                             standardize=check_standardization(name, opts["standardize"]),
-                             id_classes=check_id_classes(name, opts["id_classes"]))
-
-    return stand_in
-
-
-@register("digits", family="tabular", stand_in=_digits_stand_in)
+@register("digits", family="tabular", stand_in=StandIn((1, 8, 8), 10, DIGITS_OOD_GROUPS, "image"))
 def load_digits_splits(
     root: Path,
     seed: int,
@@ -95,7 +74,7 @@ def load_digits_splits(
         test_fraction=check_float("digits", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("digits", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
         extra_ood={"noise": digits_noise(check_int("digits", "n_noise", n_noise, 1), seed)},
-        ood_groups={"noise": "far"},
+        ood_groups=DIGITS_OOD_GROUPS,
     )
 
 
@@ -112,7 +91,7 @@ def _sklearn_tabular(name: str, loader_name: str, seed: int, opts: dict) -> Data
     )
 
 
-@register("breast_cancer", family="tabular", stand_in=_tabular_stand_in("breast_cancer", 30, 2))
+@register("breast_cancer", family="tabular", stand_in=StandIn((30,), 2))
 def load_breast_cancer_splits(
     root: Path,
     seed: int,
@@ -129,7 +108,7 @@ def load_breast_cancer_splits(
     return _sklearn_tabular("breast_cancer", "load_breast_cancer", seed, opts)
 
 
-@register("wine", family="tabular", stand_in=_tabular_stand_in("wine", 13, 3))
+@register("wine", family="tabular", stand_in=StandIn((13,), 3))
 def load_wine_splits(
     root: Path,
     seed: int,

@@ -46,10 +46,9 @@ from ntkbayes.data import (
     check_id_classes,
     check_int,
     check_standardization,
-    random_splits,
     register,
 )
-from ntkbayes.data.splits import DatasetSplits, stratified_subset
+from ntkbayes.data.splits import DatasetSplits, StandIn, stratified_subset
 from ntkbayes.errors import UserError
 
 # Validation share of the training images: 6000 of MNIST's 60000, 5000 of CIFAR's 50000 — the usual hold-out
@@ -338,18 +337,6 @@ def load_vision(spec: VisionSpec, root: Path, seed: int, download: bool, opts: d
     )
 
 
-def stand_in_vision(spec: VisionSpec, seed: int, opts: dict) -> DatasetSplits:
-    """Random images of ``spec``'s shape and classes with its OOD set names; reads nothing (dry runs)."""
-    ood_names = _check_ood(spec, opts["ood"])
-    return random_splits(
-        spec.name, seed=seed, feature_shape=spec.image_shape, num_classes=spec.num_classes, ood=ood_names,
-        ood_groups=ood_groups(spec, ood_names), modality="image", options=opts,
-        standardize=check_standardization(spec.name, opts["standardize"]),
-        flatten=check_bool(spec.name, "flatten", opts["flatten"]),
-        id_classes=check_id_classes(spec.name, opts["id_classes"]),
-    )
-
-
 def _register(spec: VisionSpec) -> None:
     def loader(
         root: Path,
@@ -368,8 +355,8 @@ def _register(spec: VisionSpec) -> None:
                     val_fraction=val_fraction, standardize=standardize)
         return load_vision(spec, root, seed, download, opts)
 
-    def stand_in(seed: int, **opts) -> DatasetSplits:
-        return stand_in_vision(spec, seed, opts)
+    def stand_in(opts: dict) -> StandIn:  # the image shape and classes, the OOD datasets the options name
+        return StandIn(spec.image_shape, spec.num_classes, ood_groups(spec, _check_ood(spec, opts["ood"])), "image")
 
     loader.__name__ = loader.__qualname__ = f"load_{spec.name}"
     loader.__doc__ = (
