@@ -1,4 +1,4 @@
-"""Vectorized NTK-ensemble training near the hardware limit (issue 7 item 3).
+"""Vectorized NTK-ensemble training near the hardware limit (the ``network`` and ``linearized`` modes).
 
 Measures, in one process and one dtype (float32), the achieved FLOP/s of training an ensemble of S members with
 ``ntkbayes.training.fit_lbfgs`` (the full-batch optimizer ``ntk_ensemble`` uses) in the ``network`` and

@@ -1,4 +1,4 @@
-"""Analytic-NTK kernel ensemble at the largest scale this machine runs, and the full-MNIST extrapolation (issue 7.2).
+"""Analytic-NTK kernel ensemble at the largest scale this machine runs, and the full-MNIST extrapolation.
 
 The kernel-mode NTK ensemble with the infinite-width kernel (math.md (a), (c)): S members, each the MAP of the GP
 classifier with prior mean f0_s ~ GP(0, K_nngp ⊗ I_C) and kernel Θ/(λN), solved together by the block Newton of

@@ -8,6 +8,10 @@ Every dataset is one loader function registered here with :func:`register`; the 
 parameters are the dataset's options and their defaults (:func:`describe` reads them from the signature, so the
 option list lives in one place). The loaders live in ``synthetic.py``, ``tabular.py``, ``mnist1d.py`` and
 ``vision.py``; distribution shifts for Ovadia et al. (2019) style evaluation are in ``shift.py``.
+
+Each loader declares which of its OOD sets are "near" and which "far" (``DatasetSplits.ood_groups``, documented in
+its module), and registers a *stand-in*: ``load(name, stand_in=True)`` returns random data with the dataset's real
+input shape, number of classes and OOD set names at a small size, reading and downloading nothing (dry runs).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ntkbayes.data.splits import DatasetSplits, Split, make_splits
+from ntkbayes.data.splits import DatasetSplits, OODGroup, Split, StandIn, make_splits, stratified_subset
 from ntkbayes.errors import UserError
 
 # Data root used when none is given: design.md's layout keeps datasets in ./datasets (git-ignored, README inside).
@@ -64,15 +68,18 @@ class _Entry:
     loader: Callable[..., DatasetSplits]
     defaults: dict[str, Any]
     family: str
+    stand_in: StandIn | Callable[[dict], StandIn] | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, *, family: str) -> Callable:
+def register(name: str, *, family: str, stand_in: StandIn | Callable[[dict], StandIn] | None = None) -> Callable:
     """Decorator registering ``loader(root: Path, seed: int, download: bool, *, option=default, ...)``.
 
     The loader's keyword-only parameters are the dataset's options. A duplicate name is an error.
+    ``stand_in`` is the dataset's :class:`StandIn` (input shape, classes, OOD sets and their groups), or a function
+    of the options (all of them, defaults filled in) returning one; :func:`load` uses it for ``stand_in=True``.
     """
 
     def deco(fn: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
@@ -83,7 +90,7 @@ def register(name: str, *, family: str) -> Callable:
         if positional != ["root", "seed", "download"]:
             raise ValueError(f"dataset loader {fn.__qualname__} must take (root, seed, download, *, options...)")
         defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        _REGISTRY[name] = _Entry(name, fn, defaults, family)
+        _REGISTRY[name] = _Entry(name, fn, defaults, family, stand_in)
         return fn
 
     return deco
@@ -110,7 +117,8 @@ def family(name: str) -> str:
     return _entry(name).family
 
 
-def load(name: str, root: str | Path = DEFAULT_ROOT, seed: int = 0, download: bool = False, **options) -> DatasetSplits:
+def load(name: str, root: str | Path = DEFAULT_ROOT, seed: int = 0, download: bool = False, *,
+         stand_in: bool = False, **options) -> DatasetSplits:
     """Load dataset ``name`` as :class:`DatasetSplits` (train/val/test, OOD sets), deterministic in ``seed``.
 
     Args:
@@ -118,6 +126,9 @@ def load(name: str, root: str | Path = DEFAULT_ROOT, seed: int = 0, download: bo
         root: data root; files of the image datasets live under it (datasets/README.md), mnist1d caches there.
         seed: drives the split (and the sample, for generated datasets).
         download: fetch missing image-dataset files through torchvision; never happens otherwise.
+        stand_in: return random data with the dataset's input shape, number of classes and OOD set names (and
+            groups) at a small size instead, reading and downloading nothing (``root`` and ``download`` are
+            ignored); for dry runs. ``info["stand_in"]`` is True.
         options: dataset options (:func:`describe`); an unknown option is a ValueError naming it.
 
     Returns:
@@ -131,6 +142,12 @@ def load(name: str, root: str | Path = DEFAULT_ROOT, seed: int = 0, download: bo
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"dataset {name!r}: seed must be a non-negative int, got {seed!r}")
+    if stand_in:
+        if entry.stand_in is None:
+            raise UserError(f"dataset {name!r} registers no stand-in; it cannot be used with stand_in=True")
+        opts = {**entry.defaults, **options}
+        spec = entry.stand_in(opts) if callable(entry.stand_in) else entry.stand_in
+        return random_splits(name, int(seed), spec, opts)
     return entry.loader(Path(root), int(seed), bool(download), **options)
 
 
@@ -227,6 +244,33 @@ def build_splits(
     return dataclasses.replace(ds, info={**ds.info, "preprocessing": {**prev, **prep}})
 
 
+#: Stand-in sizes: training + validation + test points per class (at least STAND_IN_MIN in all), and points per
+#: OOD set. Enough for every split to hold every class; small enough that a dry run costs seconds.
+STAND_IN_PER_CLASS = 8
+STAND_IN_MIN = 64
+STAND_IN_OOD = 16
+
+
+def random_splits(name: str, seed: int, spec: StandIn, options: dict) -> DatasetSplits:
+    """Stand-in data for dry runs: ``STAND_IN_PER_CLASS`` random points per class (``STAND_IN_MIN`` at least) of
+    ``spec.feature_shape`` (uniform in [0, 1] for images, standard normal otherwise) and ``STAND_IN_OOD`` per OOD
+    set of ``spec``, through the same splitting, standardization and flattening as the real loader
+    (:func:`build_splits`; the options ``id_classes``, ``standardize`` and ``flatten`` apply). Reads nothing."""
+    rng = np.random.default_rng([int(seed), 0x57A])
+    shape = tuple(spec.feature_shape)
+    draw = (lambda n: rng.uniform(size=(n, *shape))) if spec.modality == "image" else (
+        lambda n: rng.normal(size=(n, *shape)))
+    y = np.arange(max(STAND_IN_PER_CLASS * spec.num_classes, STAND_IN_MIN)) % spec.num_classes
+    ds = build_splits(
+        name, draw(len(y)), y, seed=seed, modality=spec.modality, options=options,
+        standardize=check_standardization(name, options.get("standardize", "feature")),
+        flatten=check_bool(name, "flatten", options.get("flatten", False)),
+        id_classes=check_id_classes(name, options.get("id_classes")),
+        extra_ood={o: draw(STAND_IN_OOD) for o in spec.ood_groups}, ood_groups=spec.ood_groups,
+    )
+    return dataclasses.replace(ds, info={**ds.info, "stand_in": True})
+
+
 def _standardize_channels(ds: DatasetSplits) -> tuple[DatasetSplits, dict]:
     """Per-channel mean/std from the train split (N, C, ...) — (N, D) counts as one channel — applied in place to
     every split and OOD set (the tensors are fresh copies made by make_splits)."""
@@ -272,15 +316,19 @@ __all__ = [
     "DEFAULT_ROOT",
     "DataMissingError",
     "DatasetSplits",
+    "OODGroup",
     "SEVERITY_PARAMS",
     "ShiftKind",
     "Split",
+    "StandIn",
     "Standardization",
     "available",
     "describe",
     "family",
     "load",
     "make_splits",
+    "random_splits",
     "register",
     "shifted",
+    "stratified_subset",
 ]

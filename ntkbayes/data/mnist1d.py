@@ -10,6 +10,10 @@ sequences from the seed. OOD sets (benchmarks.md §2): ``heldout`` (classes outs
 (``shuffle_seq=True``: the 40 positions permuted, same marginal statistics, no shape) and ``noisy`` (a larger
 ``iid_noise_scale``). The OOD sets are fresh samples drawn with their own generator seeds, so they are not
 corrupted copies of training sequences.
+
+OOD groups (``DatasetSplits.ood_groups``): ``heldout`` and ``noisy`` are "near" (new classes of the same
+generator; digits whose shape is damaged but present), ``shuffled`` is "far" (the marginal statistics of the data
+with no shape left, noise-like).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 CACHE_DIR = "mnist1d"
 # iid noise std of the OOD set ``noisy``: 10× the generator's default 0.02, comparable to the amplitude of the
@@ -33,6 +37,10 @@ CACHE_DIR = "mnist1d"
 NOISY_SCALE = 0.2
 # Generator seeds of the OOD sets; the published set uses 42.
 OOD_SEEDS = {"shuffled": 4201, "noisy": 4202}
+#: Near/far OOD groups (module docstring); ``heldout`` defaults to "near".
+OOD_GROUPS = {"shuffled": "far", "noisy": "near"}
+#: Sequence length and number of classes of the published set (the stand-in's shape).
+LENGTH, NUM_CLASSES = 40, 10
 
 
 def generate(**overrides) -> dict[str, np.ndarray]:
@@ -94,7 +102,7 @@ def cached(root: Path, tag: str, **overrides) -> dict[str, np.ndarray]:
     return data
 
 
-@register("mnist1d", family="sequence")
+@register("mnist1d", family="sequence", stand_in=StandIn((LENGTH,), NUM_CLASSES, OOD_GROUPS, "sequence"))
 def load_mnist1d(
     root: Path,
     seed: int,
@@ -126,5 +134,5 @@ def load_mnist1d(
         modality="sequence", options=opts, id_classes=check_id_classes("mnist1d", id_classes),
         x_test=base["x_test"], y_test=base["y_test"],
         val_fraction=check_float("mnist1d", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"shuffled": shuffled["x_test"], "noisy": noisy["x_test"]},
+        extra_ood={"shuffled": shuffled["x_test"], "noisy": noisy["x_test"]}, ood_groups=OOD_GROUPS,
     )

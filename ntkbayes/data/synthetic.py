@@ -4,6 +4,9 @@ benchmarks.md §2: ``moons`` is scikit-learn's ``make_moons``; ``spirals`` is ge
 their sample from the seed (a new seed is a new sample and a new split) and carry the OOD set ``far``: points
 uniform in a square far from the data, standardized with the training statistics like every split. A plain ReLU
 MLP is over-confident there (MSP-AUROC below chance); Laplace, GP and NTK-GP predictives should not be.
+
+OOD groups (``DatasetSplits.ood_groups``): ``far`` is "far" (no data anywhere near it); ``heldout`` (the classes
+left out of ``id_classes``, when given) is "near".
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Centre and half-width of the far-OOD square in raw coordinates: the moons lie in [-1.2, 2.2] x [-0.7, 1.2] and
 # the spirals in the unit disc, so (6, 6) ± 1 is several data diameters away from both (benchmarks.md §2).
@@ -23,6 +26,8 @@ FAR_HALF_WIDTH = 1.0
 # where all arms meet and the classes could not be told apart.
 SPIRAL_ARMS = 3
 SPIRAL_START = 0.1
+#: Near/far OOD groups of both datasets (module docstring); ``heldout`` defaults to "near".
+OOD_GROUPS = {"far": "far"}
 
 
 def _far(seed: int, m: int) -> np.ndarray:
@@ -46,7 +51,7 @@ def spirals_raw(n: int, noise: float, turns: float, seed: int) -> tuple[np.ndarr
     return x, y.astype(np.int64)
 
 
-@register("moons", family="synthetic")
+@register("moons", family="synthetic", stand_in=StandIn((2,), 2, OOD_GROUPS))
 def load_moons(
     root: Path,
     seed: int,
@@ -77,11 +82,11 @@ def load_moons(
         options=opts, id_classes=check_id_classes("moons", id_classes),
         test_fraction=check_float("moons", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("moons", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))},
+        extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )
 
 
-@register("spirals", family="synthetic")
+@register("spirals", family="synthetic", stand_in=StandIn((2,), SPIRAL_ARMS, OOD_GROUPS))
 def load_spirals(
     root: Path,
     seed: int,
@@ -114,5 +119,5 @@ def load_spirals(
         options=opts, id_classes=check_id_classes("spirals", id_classes),
         test_fraction=check_float("spirals", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("spirals", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
-        extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))},
+        extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )

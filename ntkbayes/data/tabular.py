@@ -6,11 +6,12 @@ are never used. The splits are stratified: test then validation out of the rest,
 ``digits``: 1797 images of 8×8 pixels with values 0–16, 10 classes. Every class is in-distribution by default; the
 standard OOD benchmark passes ``id_classes=[0, 1, 2, 3, 4]`` so that classes 5–9 become the near-OOD set
 ``heldout`` (same pixel statistics). The far-OOD set ``noise`` holds images of independent uniform integer pixels
-in 0..16. Pixels are standardized with one mean/std over all training pixels (``standardize="channel"``), so a
+in 0..16. OOD groups: ``heldout`` is "near" (same pixel statistics, new classes), ``noise`` is "far" (no digit at
+all). Pixels are standardized with one mean/std over all training pixels (``standardize="channel"``), so a
 rotated digit (shift.py) is the rotation of the standardized one; ``flatten`` gives (N, 64) for MLPs.
 
 ``breast_cancer`` (569 × 30, 2 classes) and ``wine`` (178 × 13, 3 classes) serve calibration; their raw feature
-scales reach 4000, so they are standardized per feature.
+scales reach 4000, so they are standardized per feature; their only OOD set is ``heldout`` ("near").
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from ntkbayes.data import (
     check_standardization,
     register,
 )
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Largest pixel value of scikit-learn's digits (4×4 blocks of 32×32 bitmaps counted: 0..16); the noise images use it.
 DIGITS_MAX = 16
+#: Near/far group of digits' own OOD set (module docstring).
+DIGITS_OOD_GROUPS = {"noise": "far"}
 
 
 def digits_noise(m: int, seed: int) -> np.ndarray:
@@ -40,7 +43,7 @@ def digits_noise(m: int, seed: int) -> np.ndarray:
     return rng.integers(0, DIGITS_MAX + 1, size=(m, 1, 8, 8)).astype(np.float64)
 
 
-@register("digits", family="tabular")
+@register("digits", family="tabular", stand_in=StandIn((1, 8, 8), 10, DIGITS_OOD_GROUPS, "image"))
 def load_digits_splits(
     root: Path,
     seed: int,
@@ -71,6 +74,7 @@ def load_digits_splits(
         test_fraction=check_float("digits", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
         val_fraction=check_float("digits", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
         extra_ood={"noise": digits_noise(check_int("digits", "n_noise", n_noise, 1), seed)},
+        ood_groups=DIGITS_OOD_GROUPS,
     )
 
 
@@ -87,7 +91,7 @@ def _sklearn_tabular(name: str, loader_name: str, seed: int, opts: dict) -> Data
     )
 
 
-@register("breast_cancer", family="tabular")
+@register("breast_cancer", family="tabular", stand_in=StandIn((30,), 2))
 def load_breast_cancer_splits(
     root: Path,
     seed: int,
@@ -104,7 +108,7 @@ def load_breast_cancer_splits(
     return _sklearn_tabular("breast_cancer", "load_breast_cancer", seed, opts)
 
 
-@register("wine", family="tabular")
+@register("wine", family="tabular", stand_in=StandIn((13,), 3))
 def load_wine_splits(
     root: Path,
     seed: int,

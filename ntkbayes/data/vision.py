@@ -16,6 +16,15 @@ Images become float32 (N, C, H, W) scaled to [0, 1], then standardized with one 
 training split (``standardize="channel"``, recorded in ``info["preprocessing"]``); ``flatten`` gives (N, C·H·W).
 The OOD sets are the test images of other datasets with the same image shape; the standard pairs are MNIST →
 FashionMNIST, KMNIST; FashionMNIST → MNIST, KMNIST; CIFAR-10 → SVHN (far), CIFAR-100 (near).
+
+OOD groups (``DatasetSplits.ood_groups``, following OpenOOD v1.5 where it has the pair): ``heldout`` is always
+"near"; another dataset is "near" when it is of the same kind — MNIST ↔ KMNIST (handwritten strokes), MNIST →
+FashionMNIST (OpenOOD's near-OOD for MNIST), CIFAR-10 ↔ CIFAR-100 (natural images, disjoint classes) — and "far"
+otherwise: FashionMNIST → MNIST, KMNIST (strokes, not clothes), KMNIST → FashionMNIST, CIFAR → SVHN (house
+numbers), SVHN → CIFAR-10 (``VisionSpec.near_ood``).
+
+``stand_in=True`` (``ntkbayes.data.load``) gives random images of the real shape, class count and OOD set names
+and reads no file (dry runs).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from ntkbayes.data import (
     check_standardization,
     register,
 )
-from ntkbayes.data.splits import DatasetSplits
+from ntkbayes.data.splits import DatasetSplits, StandIn, stratified_subset
 from ntkbayes.errors import UserError
 
 # Validation share of the training images: 6000 of MNIST's 60000, 5000 of CIFAR's 50000 — the usual hold-out
@@ -58,16 +67,21 @@ class VisionSpec:
     num_classes: int
     default_ood: tuple[str, ...]
     license: str
+    near_ood: tuple[str, ...] = ()  # OOD datasets that count as "near" (module docstring); the others are "far"
 
 
 SPECS: dict[str, VisionSpec] = {
     s.name: s
     for s in [
-        VisionSpec("mnist", "MNIST", "idx", (1, 28, 28), 10, ("fashion_mnist", "kmnist"), "CC BY-SA 3.0"),
+        VisionSpec("mnist", "MNIST", "idx", (1, 28, 28), 10, ("fashion_mnist", "kmnist"), "CC BY-SA 3.0",
+                   near_ood=("fashion_mnist", "kmnist")),
         VisionSpec("fashion_mnist", "FashionMNIST", "idx", (1, 28, 28), 10, ("mnist", "kmnist"), "MIT"),
-        VisionSpec("kmnist", "KMNIST", "idx", (1, 28, 28), 10, ("mnist", "fashion_mnist"), "CC BY-SA 4.0"),
-        VisionSpec("cifar10", "CIFAR10", "cifar", (3, 32, 32), 10, ("svhn", "cifar100"), "no license stated"),
-        VisionSpec("cifar100", "CIFAR100", "cifar", (3, 32, 32), 100, ("svhn", "cifar10"), "no license stated"),
+        VisionSpec("kmnist", "KMNIST", "idx", (1, 28, 28), 10, ("mnist", "fashion_mnist"), "CC BY-SA 4.0",
+                   near_ood=("mnist",)),
+        VisionSpec("cifar10", "CIFAR10", "cifar", (3, 32, 32), 10, ("svhn", "cifar100"), "no license stated",
+                   near_ood=("cifar100",)),
+        VisionSpec("cifar100", "CIFAR100", "cifar", (3, 32, 32), 100, ("svhn", "cifar10"), "no license stated",
+                   near_ood=("cifar10",)),
         VisionSpec("svhn", "SVHN", "svhn", (3, 32, 32), 10, ("cifar10",), "non-commercial use only"),
     ]
 }
@@ -268,19 +282,6 @@ def _to_unit(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def stratified_subset(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``k`` of the labels ``y`` (N,), each class in proportion to its count (largest
-    remainders), drawn at random from ``seed``."""
-    rng = np.random.default_rng([seed, 0x5B5])
-    classes, counts = np.unique(y, return_counts=True)
-    quota = counts * (k / len(y))
-    take = np.floor(quota).astype(int)
-    order = np.argsort(-(quota - take), kind="stable")
-    take[order[: k - int(take.sum())]] += 1
-    idx = [rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take)]
-    return np.sort(np.concatenate(idx))
-
-
 def _check_ood(spec: VisionSpec, ood) -> list[str]:
     if ood is None:
         return list(spec.default_ood)
@@ -297,6 +298,11 @@ def _check_ood(spec: VisionSpec, ood) -> list[str]:
                 f"dataset {spec.name!r}: OOD dataset {o!r} has images {SPECS[o].image_shape}, not {spec.image_shape}"
             )
     return names
+
+
+def ood_groups(spec: VisionSpec, ood_names: list[str]) -> dict[str, str]:
+    """"near" / "far" of each OOD dataset of ``spec`` (module docstring)."""
+    return {o: "near" if o in spec.near_ood else "far" for o in ood_names}
 
 
 def load_vision(spec: VisionSpec, root: Path, seed: int, download: bool, opts: dict) -> DatasetSplits:
@@ -327,7 +333,7 @@ def load_vision(spec: VisionSpec, root: Path, seed: int, download: bool, opts: d
         name, _to_unit(x), y, seed=seed, standardize=check_standardization(name, opts["standardize"]),
         modality="image", options=opts, flatten=check_bool(name, "flatten", opts["flatten"]),
         id_classes=check_id_classes(name, opts["id_classes"]), x_test=_to_unit(xt), y_test=yt,
-        val_fraction=val_fraction, extra_ood=ood,
+        val_fraction=val_fraction, extra_ood=ood, ood_groups=ood_groups(spec, ood_names),
     )
 
 
@@ -349,6 +355,9 @@ def _register(spec: VisionSpec) -> None:
                     val_fraction=val_fraction, standardize=standardize)
         return load_vision(spec, root, seed, download, opts)
 
+    def stand_in(opts: dict) -> StandIn:  # the image shape and classes, the OOD datasets the options name
+        return StandIn(spec.image_shape, spec.num_classes, ood_groups(spec, _check_ood(spec, opts["ood"])), "image")
+
     loader.__name__ = loader.__qualname__ = f"load_{spec.name}"
     loader.__doc__ = (
         f"{spec.torchvision_class}: x (N, {', '.join(map(str, spec.image_shape))}) float32 (or flattened), "
@@ -357,7 +366,7 @@ def _register(spec: VisionSpec) -> None:
         "``subset`` (stratified number of training images kept, for CPU and dry runs), ``test_subset`` (cap on "
         "test and each OOD set), ``flatten`` (N, C·H·W), ``val_fraction``, ``standardize``."
     )
-    register(spec.name, family="vision")(loader)
+    register(spec.name, family="vision", stand_in=stand_in)(loader)
 
 
 for _spec in SPECS.values():

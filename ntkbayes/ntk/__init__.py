@@ -9,7 +9,8 @@ Public API (formulas: ``docs/math.md``; each submodule's docstring cites its sec
 * :mod:`~ntkbayes.ntk.linearize` (b): :func:`linearize` → :class:`Linearized`, :func:`linearized_apply`,
   :func:`model_jvp`.
 * :mod:`~ntkbayes.ntk.solve` (c): :func:`newton_full`, :func:`newton_block` (Cholesky or preconditioned CG,
-  :mod:`~ntkbayes.ntk.solve_cg`), :func:`solve_ntk_classifier`, :func:`interpolant_smoothed`, :func:`prior_mean`.
+  :mod:`~ntkbayes.ntk.solve_cg`), :func:`solve_ntk_classifier`, :func:`interpolant_smoothed`, :func:`prior_mean`;
+  both solvers share :mod:`~ntkbayes.ntk.newton` (:class:`NewtonResult`, the Newton driver, input layouts).
 * :mod:`~ntkbayes.ntk.posterior` (d): :func:`predict_mean_cov`, :func:`softmax_predictive_mc`,
   :func:`softmax_predictive_probit`.
 * :mod:`~ntkbayes.ntk.diagnostics`: :func:`kernel_drift`, :func:`linearization_gap`, :func:`parameter_movement`,

@@ -3,12 +3,12 @@
 The lazy (kernel) regime of Jacot et al. (2018) / Lee et al. (2019) / Chizat, Oyallon & Bach ("On lazy training in
 differentiable programming", 2019) predicts that a wide network trained from θ0 stays close to its linearization
 (math.md (b), (c)): its empirical NTK barely moves and its outputs track f_lin. These measures test that along a
-training run (issue 4's lazy study):
+training run (the lazy-regime study, ``ntkbayes.lazy``):
 
 * kernel drift        ‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F on a probe set (empirical NTK, math.md (b));
 * linearization gap   max / mean |f(x;θ_t) − f_lin(x;θ')| and the total variation ½Σ_c|p_c − q_c| of the softmax
-                      probabilities, with θ' = θ_t (Taylor gap) or the parameters of a separately trained linearized
-                      twin;
+                      probabilities (:func:`ntkbayes.metrics.compare.total_variation`), with θ' = θ_t (Taylor gap)
+                      or the parameters of a separately trained linearized twin;
 * parameter movement  ‖θ_t − θ_0‖ / ‖θ_0‖ (all parameters concatenated);
 * max |logit|         over the probe set (diverges for λ = 0 with one-hot targets, math.md (c)).
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ntkbayes.metrics.compare import total_variation
 from ntkbayes.ntk.empirical import DEFAULT_BLOCK_SIZE, empirical_ntk
 from ntkbayes.ntk.linearize import Linearized
 
@@ -64,7 +65,9 @@ def logit_gap(logits: torch.Tensor, other: torch.Tensor) -> dict[str, torch.Tens
                          f"{tuple(other.shape)}")
     a, b = logits.detach(), other.detach()
     diff = (a - b).abs()
-    tv = 0.5 * (a.softmax(-1) - b.softmax(-1)).abs().sum(-1)
+    c = a.shape[-1]
+    tv = total_variation(a.softmax(-1).reshape(-1, c), b.softmax(-1).reshape(-1, c))
+    tv = tv.reshape(a.shape[:-1]).to(a.dtype)
     return {"max_logit": diff.amax((-2, -1)), "mean_logit": diff.mean((-2, -1)), "tv_mean": tv.mean(-1),
             "tv_max": tv.amax(-1)}
 

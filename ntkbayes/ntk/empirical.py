@@ -324,6 +324,74 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _prepare(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, params, device, block_size):
+    """Validated inputs of :func:`empirical_ntk`: (params, buffers, a, b, device, block_size) on one device/dtype."""
+    if int(block_size) != block_size or block_size < 1:
+        raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
+    params = dict(model.named_parameters()) if params is None else dict(params)
+    if not params:
+        raise ValueError("params: expected at least one parameter tensor")
+    dev = utils.resolve_device(device) if device is not None else next(iter(params.values())).device
+    params = {k: v.detach().to(dev) for k, v in params.items()}
+    dtype = next(iter(params.values())).dtype
+    buffers = {k: v.to(dev) for k, v in model.named_buffers()}
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and (not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0):
+            raise ValueError(f"{name}: expected a non-empty tensor (N, *feature)")
+    a = x1.detach().to(dev, dtype)
+    b = a if x2 is None else x2.detach().to(dev, dtype)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"x2: expected feature shape {tuple(a.shape[1:])} like x1, got {tuple(b.shape[1:])}")
+    return params, buffers, a, b, dev, int(block_size)
+
+
+def _check_plan(model: nn.Module, plan: dict, impl: NTKImplementation, trace: Trace, n: int, m: int,
+                block_size: int, chunk_size: int | None, dev) -> None:
+    """Stop before allocating if the planned memory does not fit; the message names the options that help."""
+    option = ("a smaller block_size" + (f" or chunk_size (now {chunk_size or block_size})"
+                                       if impl is NTKImplementation.NTK_VP else "")
+              + (", trace=True" if trace is Trace.NONE else "")
+              + (", or implementation='structured'" if isinstance(model, MLP) and impl.value != "structured"
+                 else ", or implementation='ntk_vp'" if impl.value in ("jacobian", "per_example", "naive") else ""))
+    utils.check_memory(plan["total"], dev, f"empirical NTK (implementation={impl.value!r}, N={n}, M={m}, "
+                       f"C={plan['num_outputs']}, P={plan['num_params']}, block_size={block_size})",
+                       option, MEMORY_FRACTION)
+
+
+def _engine(model: nn.Module, impl: NTKImplementation, params: dict, buffers: dict, chunk_size: int):
+    if impl is NTKImplementation.STRUCTURED:
+        return _StructuredEngine(model, params)
+    f = _model_fn(model, buffers)
+    if impl is NTKImplementation.NTK_VP:
+        return _NTKVPEngine(f, params, chunk_size)
+    return _JacobianEngine(f, params, impl)
+
+
+def _fill(engine, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, trace: Trace, block_size: int,
+          symmetric: bool, cache: dict | None) -> None:
+    """Θ block by block into ``out``; for x2 = None only the upper block triangle is computed and mirrored."""
+    rows, cols = _blocks(a.shape[0], block_size), _blocks(b.shape[0], block_size)
+    for i, (r0, r1) in enumerate(rows):
+        fa = engine.features(a[r0:r1])
+        for j, (c0, c1) in enumerate(cols):
+            if symmetric and j < i:
+                continue
+            if symmetric and j == i:
+                fb = fa
+            elif cache is not None and j in cache:
+                fb = cache[j]
+            else:
+                fb = engine.features(b[c0:c1])
+                if cache is not None:
+                    cache[j] = fb
+            blk = engine.pair(fa, fb, trace)
+            out[r0:r1, c0:c1] = blk
+            if symmetric and j > i:  # Θ[m,n,d,c] = Θ[n,m,c,d]
+                out[c0:c1, r0:r1] = blk.transpose(0, 1) if trace is not Trace.NONE else blk.permute(1, 0, 3, 2)
+            del blk, fb
+        del fa
+
+
 def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                   params: dict[str, torch.Tensor] | None = None,
                   implementation: str | NTKImplementation = DEFAULT_IMPLEMENTATION, trace: bool | str = False,
@@ -350,70 +418,17 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     """
     impl = _implementation(implementation, model)
     trace = _trace_mode(trace)
-    if int(block_size) != block_size or block_size < 1:
-        raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
-    block_size = int(block_size)
-    params = dict(model.named_parameters()) if params is None else dict(params)
-    if not params:
-        raise ValueError("params: expected at least one parameter tensor")
-    dev = utils.resolve_device(device) if device is not None else next(iter(params.values())).device
-    params = {k: v.detach().to(dev) for k, v in params.items()}
-    dtype = next(iter(params.values())).dtype
-    buffers = {k: v.to(dev) for k, v in model.named_buffers()}
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and (not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0):
-            raise ValueError(f"{name}: expected a non-empty tensor (N, *feature)")
-    a = x1.detach().to(dev, dtype)
-    b = a if x2 is None else x2.detach().to(dev, dtype)
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"x2: expected feature shape {tuple(a.shape[1:])} like x1, got {tuple(b.shape[1:])}")
-
+    params, buffers, a, b, dev, block_size = _prepare(model, x1, x2, params, device, block_size)
     plan = ntk_memory_estimate(model, a, None if x2 is None else b, params=params, implementation=impl,
                                trace=trace, block_size=block_size, chunk_size=chunk_size)
-    option = ("a smaller block_size" + (f" or chunk_size (now {chunk_size or block_size})"
-                                       if impl is NTKImplementation.NTK_VP else "")
-              + (", trace=True" if trace is Trace.NONE else "")
-              + (", or implementation='structured'" if isinstance(model, MLP) and impl.value != "structured"
-                 else ", or implementation='ntk_vp'" if impl.value in ("jacobian", "per_example", "naive") else ""))
-    utils.check_memory(plan["total"], dev, f"empirical NTK (implementation={impl.value!r}, N={a.shape[0]}, "
-                       f"M={b.shape[0]}, C={plan['num_outputs']}, P={plan['num_params']}, block_size={block_size})",
-                       option, MEMORY_FRACTION)
-
-    f = _model_fn(model, buffers)
-    if impl is NTKImplementation.STRUCTURED:
-        engine = _StructuredEngine(model, params)
-    elif impl is NTKImplementation.NTK_VP:
-        engine = _NTKVPEngine(f, params, int(chunk_size or block_size))
-    else:
-        engine = _JacobianEngine(f, params, impl)
+    _check_plan(model, plan, impl, trace, a.shape[0], b.shape[0], block_size, chunk_size, dev)
+    engine = _engine(model, impl, params, buffers, int(chunk_size or block_size))
     if impl is NTKImplementation.NAIVE:
         block_size = max(a.shape[0], b.shape[0])  # the reference computes whole Jacobians at once
-
     c, n, m = plan["num_outputs"], a.shape[0], b.shape[0]
-    out = torch.empty((n, m) if trace is not Trace.NONE else (n, m, c, c), dtype=dtype, device=dev)
-    rows, cols = _blocks(n, block_size), _blocks(m, block_size)
-    symmetric = x2 is None
-    cache = {} if plan["cache"] > 0 else None
+    out = torch.empty((n, m) if trace is not Trace.NONE else (n, m, c, c), dtype=a.dtype, device=dev)
     with torch.no_grad() if impl is NTKImplementation.STRUCTURED else torch.enable_grad():
-        for i, (r0, r1) in enumerate(rows):
-            fa = engine.features(a[r0:r1])
-            for j, (c0, c1) in enumerate(cols):
-                if symmetric and j < i:
-                    continue
-                if symmetric and j == i:
-                    fb = fa
-                elif cache is not None and j in cache:
-                    fb = cache[j]
-                else:
-                    fb = engine.features(b[c0:c1])
-                    if cache is not None:
-                        cache[j] = fb
-                blk = engine.pair(fa, fb, trace)
-                out[r0:r1, c0:c1] = blk
-                if symmetric and j > i:  # Θ[m,n,d,c] = Θ[n,m,c,d]
-                    out[c0:c1, r0:r1] = blk.transpose(0, 1) if trace is not Trace.NONE else blk.permute(1, 0, 3, 2)
-                del blk, fb
-            del fa
+        _fill(engine, a, b, out, trace, block_size, x2 is None, {} if plan["cache"] > 0 else None)
     if trace is Trace.MEAN:
         out.div_(c)
     return out.detach()

@@ -1,6 +1,6 @@
 """Laplace (GGN) predictive at test points and the softmax predictive: ``docs/math.md`` (d).
 
-:func:`predict` turns a :class:`~ntkbayes.ntk.solve.NewtonResult` (full or block form) into the logit predictive
+:func:`predict` turns a :class:`~ntkbayes.ntk.newton.NewtonResult` (full or block form) into the logit predictive
 N(μ*, Σ*) (R&W 2006, Algorithm 3.4 for the block form); :func:`softmax_mc` and :func:`softmax_probit` turn that
 into class probabilities. Conventions (sample-major vectors, kernel units, anchors) are those of
 :mod:`ntkbayes.ntk.solve`.
@@ -13,11 +13,13 @@ import math
 import torch
 from torch import Tensor
 
-from ntkbayes.ntk.solve import NewtonResult, _flat_cross, _star_mean
+from ntkbayes.ntk.newton import NewtonResult, flat_cross, star_mean
 from ntkbayes.utils import check_memory
 
 #: Test points per chunk when forming predictive covariances (bounds memory at B·NC·chunk·C numbers).
 DEFAULT_PREDICT_BLOCK = 512
+#: Eigenvalues of Σ* up to EIGEN_ZERO·C·ε·λ_max count as zero in :func:`sample_logits` (eigh's backward error).
+EIGEN_ZERO = 16.0
 
 
 # ---- Laplace predictive at test points — math.md (d) ----
@@ -69,9 +71,9 @@ def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None =
     B, N, C = result.f.shape
     ref, s = result.f, result.kernel_scale
     if result.form == "full":
-        Kx = _flat_cross(K_star_X, N, C, "K_star_X").to(ref.device, ref.dtype)
+        Kx = flat_cross(K_star_X, N, C, "K_star_X").to(ref.device, ref.dtype)
         M = Kx.shape[0] // C
-        mean = _star_mean(m_star, B, M, C, ref) + s * (result.alpha.reshape(B, N * C) @ Kx.t()).view(B, M, C)
+        mean = star_mean(m_star, B, M, C, ref) + s * (result.alpha.reshape(B, N * C) @ Kx.t()).view(B, M, C)
     elif result.form == "block":
         Kx = torch.as_tensor(K_star_X).to(ref.device, ref.dtype)
         Kx = Kx.unsqueeze(0) if Kx.ndim == 2 else Kx
@@ -80,7 +82,7 @@ def predict(result: NewtonResult, K_star_X: Tensor, K_star_star: Tensor | None =
                              f"got {tuple(K_star_X.shape)}")
         M = Kx.shape[1]
         a = result.alpha.transpose(1, 2).unsqueeze(-1)                              # (B, C, N, 1)
-        mean = _star_mean(m_star, B, M, C, ref) + s * (Kx @ a).squeeze(-1).transpose(1, 2)
+        mean = star_mean(m_star, B, M, C, ref) + s * (Kx @ a).squeeze(-1).transpose(1, 2)
     else:
         raise ValueError(f"result.form: expected 'full' or 'block', got {result.form!r}")
     if K_star_star is None:
@@ -138,11 +140,16 @@ def sample_logits(mean: Tensor, cov: Tensor, num_samples: int,
                   generator: torch.Generator | None = None) -> Tensor:
     """Draws f^(s) = μ* + Σ*^{1/2} z^(s) (symmetric root via eigh, robust to singular Σ*).
 
+    Eigenvalues at or below ``EIGEN_ZERO``·C·ε·λ_max are rounding noise of eigh (its backward error is that size,
+    and their sign differs between CPUs); they are set to 0, so a singular Σ* gives the same samples everywhere
+    up to rounding instead of noise of size √(ε·λ_max) along its null space.
+
     Args: mean (..., M, C); cov (..., M, C, C); generator: its device draws z (CPU default), moved to mean's device.
     Returns: (S, ..., M, C) logit samples.
     """
     evals, Q = torch.linalg.eigh(cov)
-    R = Q * evals.clamp_min(0).sqrt().unsqueeze(-2)
+    noise = EIGEN_ZERO * cov.shape[-1] * torch.finfo(cov.dtype).eps * evals[..., -1:].clamp_min(0)
+    R = Q * torch.where(evals > noise, evals, torch.zeros_like(evals)).sqrt().unsqueeze(-2)
     dev = generator.device if generator is not None else mean.device
     z = torch.randn((num_samples, *mean.shape), generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
     return mean + (R @ z.unsqueeze(-1)).squeeze(-1)

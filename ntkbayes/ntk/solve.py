@@ -27,30 +27,32 @@ Anchors (math.md (c)): the caller builds the prior mean m (train) and m* (test) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
 from torch import Tensor
 
 from ntkbayes import utils
+from ntkbayes.ntk import solve_cg
+from ntkbayes.ntk.newton import (  # noqa: F401  (DEFAULT_* and NewtonResult re-exported: solve's public API)
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    DEFAULT_TOL_FLOAT32,
+    MEMORY_OPTION,
+    NewtonResult,
+    cat_results,
+    chol,
+    flat_cross,
+    flat_kernel,
+    kernel_dims,
+    members,
+    newton_loop,
+    sqrt_w,
+    star_mean,
+    targets,
+)
 from ntkbayes.utils import check_memory
-
-#: Newton stops after two consecutive steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (float64 kernels). Newton converges
-#: quadratically, so the second (polishing) step takes the MAP to rounding precision.
-DEFAULT_TOL = 1e-10
-#: Default tolerance for float32 kernels (|ΔΨ| below ~1e-7·|Ψ| is rounding noise there).
-DEFAULT_TOL_FLOAT32 = 1e-6
-#: Line-search slack in units of eps·max(1, |Ψ|): Ψ is a sum over NC terms, so a step at the optimum can raise it
-#: by rounding; such steps are accepted so the polishing step is not rejected.
-ROUNDING_SLACK = 64.0
-#: Iteration cap; the verified problems need 7–13 iterations, tiny λ (large K) a few more.
-DEFAULT_MAX_ITER = 100
-#: Step halvings in the backtracking line search before a member keeps its iterate (t → 0: stalled at optimum).
-MAX_HALVINGS = 40
-#: Memory advice named in errors raised before (NC)² or C·N² matrices are formed.
-MEMORY_OPTION = ("member_chunk (solve fewer members at once), keep_factors=False, a smaller N (subsample / "
-                 "max_train) or the block form with the analytic kernel (kernel='analytic')")
 
 
 class Solver(str, Enum):
@@ -81,206 +83,6 @@ class Anchor(str, Enum):
     """θ_a = 0: prior mean m = f_lin(·; θ=0) = f0 − J θ0 (needs the finite network)."""
 
 
-@dataclass
-class NewtonResult:
-    """Converged Newton/IRLS solution for B prior means sharing one kernel (math.md (c)).
-
-    Attributes:
-        form: ``"full"`` (sample-major NC × NC) or ``"block"`` (class-block, R&W Alg. 3.3).
-        f: (B, N, C) MAP logits at the training points, ĝ = m + Kα.
-        alpha: (B, N, C) α̂ = y − softmax(ĝ) at the optimum.
-        beta: (B, N, C) coefficients on the kernel as given, ``kernel_scale·α`` (= α/(λN) = β of math.md (c) when
-            the kernel is Θ and ``kernel_scale = 1/(λN)``).
-        kernel_scale: prior covariance K = kernel_scale · (kernel given); predict applies it to test kernels too.
-        log_evidence: (B,) Laplace log q(Y) = Σ yᵀlog softmax(ĝ) − ½α̂ᵀKα̂ − ½log|I + SKS|.
-        psi: (B,) final objective Ψ = ΣCE(ĝ) + ½α̂ᵀKα̂.
-        iterations: (B,) Newton iterations per member. converged: (B,) two steps in a row had |ΔΨ| ≤ tol·max(1,|Ψ|).
-        delta_psi: (B,) |ΔΨ| of the last step. grad_norm: (B,) ‖∇_g Ψ‖ = ‖α − (y − p)‖ at the end.
-        sqrt_w: (B, N, C, C) per-sample W^{1/2} (full form). chol: (B, NC, NC) chol(I + SKS) (full form).
-        e_mats: (B, C, N, N) E_c (block form). chol_m: (B, N, N) chol(Σ_c E_c) (block form).
-        cg_iterations: (B,) total conjugate-gradient iterations over all Newton steps (``solver="cg"`` only; its
-            log_evidence is NaN). cg_max_residual: (B,) the largest final relative CG residual of any step.
-    """
-
-    form: str
-    f: Tensor
-    alpha: Tensor
-    beta: Tensor
-    kernel_scale: float
-    log_evidence: Tensor
-    psi: Tensor
-    iterations: Tensor
-    converged: Tensor
-    delta_psi: Tensor
-    grad_norm: Tensor
-    sqrt_w: Tensor | None = None
-    chol: Tensor | None = None
-    e_mats: Tensor | None = None
-    chol_m: Tensor | None = None
-    cg_iterations: Tensor | None = None
-    cg_max_residual: Tensor | None = None
-
-    def report(self) -> dict:
-        """JSON-serializable convergence summary over the B members."""
-        out = {
-            "form": self.form,
-            "members": int(self.f.shape[0]),
-            "all_converged": bool(self.converged.all()),
-            "max_iterations": int(self.iterations.max()),
-            "mean_iterations": float(self.iterations.double().mean()),
-            "max_grad_norm": float(self.grad_norm.max()),
-            "max_delta_psi": float(self.delta_psi.max()),
-            "mean_log_evidence": float(self.log_evidence.mean()),
-        }
-        if self.cg_iterations is not None:
-            out.update(solver="cg", max_cg_iterations=int(self.cg_iterations.max()),
-                       max_cg_residual=float(self.cg_max_residual.max()))
-        return out
-
-
-# ---- input handling ----
-def _members(m: Tensor | None, N: int, C: int, ref: Tensor, name: str) -> Tensor:
-    """Prior means as (B, N, C) in ref's dtype/device; accepts (N, C), (B, N, C), (N*C,), (B, N*C) or None (zero)."""
-    if m is None:
-        return torch.zeros(1, N, C, dtype=ref.dtype, device=ref.device)
-    m = torch.as_tensor(m).to(ref.device, ref.dtype)
-    if m.shape in ((N, C), (N * C,)):
-        m = m.reshape(1, N, C)
-    elif m.ndim == 3 and m.shape[1:] == (N, C):
-        pass
-    elif m.ndim == 2 and m.shape[1] == N * C:
-        m = m.reshape(-1, N, C)
-    else:
-        raise ValueError(f"{name}: expected shape (N, C)=({N}, {C}), (B, N, C) or flat (B, N*C), got {tuple(m.shape)}")
-    if not torch.isfinite(m).all():
-        raise ValueError(f"{name}: contains NaN or inf")
-    return m
-
-
-def _targets(Y: Tensor, N: int, C: int, ref: Tensor) -> Tensor:
-    """Y as (N, C) rows on the simplex; integer labels (N,) become one-hot."""
-    Y = torch.as_tensor(Y)
-    if not Y.is_floating_point():
-        if Y.shape != (N,) or Y.min() < 0 or Y.max() >= C:
-            raise ValueError(f"Y: integer labels must have shape ({N},) and values in [0, {C}), got {tuple(Y.shape)}")
-        Y = torch.nn.functional.one_hot(Y.long(), C)
-    Y = Y.to(ref.device, ref.dtype)
-    if Y.shape != (N, C):
-        raise ValueError(f"Y: expected shape (N, C)=({N}, {C}), got {tuple(Y.shape)}")
-    if (Y < 0).any() or (Y.sum(-1) - 1).abs().max() > 1e-6:
-        raise ValueError("Y: rows must be non-negative and sum to 1 (one-hot or label-smoothed targets)")
-    return Y
-
-
-def _flat_kernel(K: Tensor, N: int, C: int, name: str) -> Tensor:
-    """(N, N, C, C) 4-D layout or flat (NC, NC) sample-major → flat (NC, NC) (math.md 0)."""
-    if K.shape == (N, N, C, C):
-        return K.permute(0, 2, 1, 3).reshape(N * C, N * C)
-    if K.shape == (N * C, N * C):
-        return K
-    raise ValueError(f"{name}: expected (N*C, N*C)=({N * C}, {N * C}) or (N, N, C, C), got {tuple(K.shape)}")
-
-
-def _flat_cross(K: Tensor, N: int, C: int, name: str) -> Tensor:
-    """Test-train kernel → flat (MC, NC): from (M, N, C, C), flat (MC, NC), or scalar (M, N) (⊗ I_C)."""
-    K = torch.as_tensor(K)
-    if K.ndim == 4 and K.shape[1:] == (N, C, C):
-        return K.permute(0, 2, 1, 3).reshape(K.shape[0] * C, N * C)
-    if K.ndim == 2 and K.shape[1] == N * C and K.shape[0] % C == 0:
-        return K
-    if K.ndim == 2 and K.shape[1] == N:
-        return torch.kron(K, torch.eye(C, dtype=K.dtype, device=K.device))
-    raise ValueError(f"{name}: expected (M, N, C, C), flat (M*C, N*C) or scalar (M, N) with N={N}, C={C}, "
-                     f"got {tuple(K.shape)}")
-
-
-def _star_mean(m_star: Tensor | None, B: int, M: int, C: int, ref: Tensor) -> Tensor:
-    m_star = _members(m_star, M, C, ref, "m_star")
-    if m_star.shape[0] not in (1, B):
-        raise ValueError(f"m_star: {m_star.shape[0]} prior means for {B} solved members")
-    return m_star
-
-
-def _kernel_dims(m: Tensor | None, Y: Tensor) -> tuple[int, int]:
-    """(N, C) from Y (labels need C from m)."""
-    Y = torch.as_tensor(Y)
-    if Y.ndim == 2:
-        return Y.shape[0], Y.shape[1]
-    if m is None:
-        raise ValueError("Y: integer labels need the prior mean m (B, N, C) to give C; pass one-hot Y (N, C)")
-    return Y.shape[0], torch.as_tensor(m).shape[-1]
-
-
-def _sqrt_w(p: Tensor) -> tuple[Tensor, Tensor]:
-    """W_i = diag(p_i) − p_i p_iᵀ and its symmetric square root via eigh, eigenvalues clamped at 0. p (..., C)."""
-    W = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
-    evals, Q = torch.linalg.eigh(W)
-    S = (Q * evals.clamp_min(0).sqrt().unsqueeze(-2)) @ Q.transpose(-1, -2)
-    return S, W
-
-
-def _chol(A: Tensor, what: str) -> Tensor:
-    L, info = torch.linalg.cholesky_ex(A)
-    if (info != 0).any():
-        raise ValueError(f"{what} is not positive definite (kernel not PSD or not finite?)")
-    return L
-
-
-def _cat(results: list[NewtonResult]) -> NewtonResult:
-    if len(results) == 1:
-        return results[0]
-    kw = {}
-    for fld in fields(NewtonResult):
-        vals = [getattr(r, fld.name) for r in results]
-        kw[fld.name] = torch.cat(vals) if isinstance(vals[0], Tensor) else vals[0]
-    return NewtonResult(**kw)
-
-
-def _line_search(psi_of, a: Tensor, d: Tensor, psi0: Tensor, m: Tensor):
-    """Backtracking per member: t halved until Ψ(a + t d) ≤ Ψ(a) up to rounding (math.md (c)); a member that never
-    decreases Ψ keeps a (t = 0)."""
-    out_a, out_psi = a.clone(), psi0.clone()
-    slack = ROUNDING_SLACK * torch.finfo(a.dtype).eps * psi0.abs().clamp_min(1.0)
-    t = torch.ones(a.shape[0], dtype=a.dtype, device=a.device)
-    todo = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
-    shape = (-1,) + (1,) * (a.ndim - 1)
-    for _ in range(MAX_HALVINGS):
-        idx = todo.nonzero().squeeze(1)
-        cand = a[idx] + t[idx].view(shape) * d[idx]
-        pc = psi_of(cand, m[idx])
-        ok = torch.isfinite(pc) & (pc <= psi0[idx] + slack[idx])
-        out_a[idx[ok]], out_psi[idx[ok]] = cand[ok], pc[ok]
-        todo[idx[ok]] = False
-        t[idx[~ok]] *= 0.5
-        if not todo.any():
-            break
-    return out_a, out_psi
-
-
-def _newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_iter: int):
-    """Shared driver: Newton direction from ``step(a, m, idx)`` (idx: the active members' indices), line search,
-    per-member convergence bookkeeping."""
-    if tol is None:
-        tol = DEFAULT_TOL if a0.dtype == torch.float64 else DEFAULT_TOL_FLOAT32
-    B = a0.shape[0]
-    a, psi = a0, psi_of(a0, m)
-    iters = torch.zeros(B, dtype=torch.long, device=a.device)
-    conv = torch.zeros(B, dtype=torch.bool, device=a.device)
-    dpsi = torch.full((B,), float("inf"), dtype=a.dtype, device=a.device)
-    small = torch.zeros(B, dtype=torch.long, device=a.device)
-    for _ in range(max_iter):
-        act = (~conv).nonzero().squeeze(1)
-        if act.numel() == 0:
-            break
-        a_act, m_act = a[act], m[act]
-        a_new, psi_new = _line_search(psi_of, a_act, step(a_act, m_act, act) - a_act, psi[act], m_act)
-        change = (psi[act] - psi_new).abs()
-        a[act], psi[act], dpsi[act] = a_new, psi_new, change
-        iters[act] += 1
-        small[act] = torch.where(change <= tol * psi_new.abs().clamp_min(1.0), small[act] + 1, 0)
-        conv[act] = small[act] >= 2  # one polishing step after |ΔΨ| is small: quadratic convergence → full precision
-    return a, psi, iters, conv, dpsi
-
 
 # ---- full (sample-major NC × NC) Newton — math.md (c) ----
 def _full_factor(S: Tensor, K4: Tensor, scale: float) -> Tensor:
@@ -293,7 +95,7 @@ def _full_factor(S: Tensor, K4: Tensor, scale: float) -> Tensor:
     A = torch.matmul(S, SK.transpose(-1, -2).reshape(b, N, C, N * C)).view(b, N * C, N * C)
     del SK
     A.mul_(scale).diagonal(dim1=-2, dim2=-1).add_(1.0)
-    return _chol(A, "I + S K S")
+    return chol(A, "I + S K S")
 
 
 def _blocks(S: Tensor, v: Tensor) -> Tensor:
@@ -316,19 +118,19 @@ def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float 
     def step(a: Tensor, mm: Tensor, _idx: Tensor) -> Tensor:  # math.md (c), Newton/IRLS lines
         u = kmv(a)
         p = torch.softmax(mm + u, -1)
-        S, W = _sqrt_w(p)
+        S, W = sqrt_w(p)
         bvec = _blocks(W, u) + (Y - p)                                  # b = W K α + (y − p)
         L = _full_factor(S, K4, scale)                                  # L = chol(I + S K S)
         v = _blocks(S, kmv(bvec)).reshape(a.shape[0], N * C, 1)
         w = torch.cholesky_solve(v, L).view(a.shape)
         return bvec - _blocks(S, w)                                     # α_new = b − S L⁻ᵀL⁻¹ S K b
 
-    a, psi, iters, conv, dpsi = _newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     logp = torch.log_softmax(f, -1)
     p = logp.exp()
-    S, _ = _sqrt_w(p)
+    S, _ = sqrt_w(p)
     L = _full_factor(S, K4, scale)
     half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
     log_ev = (Y * logp).sum((1, 2)) - 0.5 * (a * u).sum((1, 2)) - half_logdet   # math.md (c) log-evidence
@@ -357,13 +159,13 @@ def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float =
     Returns:
         :class:`NewtonResult` with ``form = "full"``.
     """
-    N, C = _kernel_dims(m, Y)
-    K = _flat_kernel(torch.as_tensor(K), N, C, "K")
-    m, Y = _members(m, N, C, K, "m"), _targets(Y, N, C, K)
+    N, C = kernel_dims(m, Y)
+    K = flat_kernel(torch.as_tensor(K), N, C, "K")
+    m, Y = members(m, N, C, K, "m"), targets(Y, N, C, K)
     chunk = member_chunk or m.shape[0]
     check_memory((3 * min(chunk, m.shape[0]) + 1) * (N * C) ** 2 * K.element_size(), K.device,
                  f"full Newton (N*C = {N * C}, {min(chunk, m.shape[0])} members)", MEMORY_OPTION)
-    return _cat([_newton_full_core(K, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
+    return cat_results([_newton_full_core(K, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
                  for i in range(0, m.shape[0], chunk)])
 
 
@@ -372,7 +174,7 @@ def _block_factor(Kc: Tensor, sq: Tensor, scale: float) -> tuple[Tensor, Tensor]
     """E_c = D_c^½ L_c⁻ᵀ L_c⁻¹ D_c^½ with L_c = chol(I + D_c^½ K_c D_c^½); also Σ_c log|L_c| (b,). sq (b, C, N)."""
     A = (scale * Kc) * sq.unsqueeze(-1) * sq.unsqueeze(-2)
     A.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    L = _chol(A, "I + D^½ K_c D^½")
+    L = chol(A, "I + D^½ K_c D^½")
     del A
     logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum((-1, -2))
     E = torch.cholesky_inverse(L)
@@ -396,19 +198,19 @@ def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: floa
         u = kmv(a)
         pi = torch.softmax(mm + u, 1)
         E, _ = _block_factor(Kc, pi.sqrt(), scale)
-        M = _chol(E.sum(1), "Σ_c E_c")
+        M = chol(E.sum(1), "Σ_c E_c")
         b = pi * u - pi * (pi * u).sum(1, keepdim=True) + Yc - pi     # b = W(f − m) + y − π
         c = (E @ kmv(b).unsqueeze(-1)).squeeze(-1)                      # c_c = E_c K_c b_c
         t = torch.cholesky_solve(c.sum(1).unsqueeze(-1), M)             # M⁻ᵀM⁻¹ Σ_c c_c
         return b - c + (E @ t.unsqueeze(1)).squeeze(-1)                 # a_c = b_c − c_c + E_c t
 
-    a, psi, iters, conv, dpsi = _newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     logp = torch.log_softmax(f, 1)
     pi = logp.exp()
     E, logdet_l = _block_factor(Kc, pi.sqrt(), scale)
-    M = _chol(E.sum(1), "Σ_c E_c")
+    M = chol(E.sum(1), "Σ_c E_c")
     # ½log|I + SKS| = Σ_c log|L_c| + log|M|   (|I + KW| = Π_c|L_c|² · |Σ_c E_c|, matrix determinant lemma)
     half_logdet = logdet_l + torch.log(torch.diagonal(M, dim1=-2, dim2=-1)).sum(-1)
     log_ev = (Yc * logp).sum((1, 2)) - 0.5 * (a * u).sum((1, 2)) - half_logdet
@@ -436,32 +238,30 @@ def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float
         :class:`NewtonResult` with ``form = "block"`` (same MAP as :func:`newton_full` on Σ_c K_c ⊗ e_c e_cᵀ).
     """
     Kc = torch.as_tensor(Kc)
-    N, C = _kernel_dims(m, Y)
+    N, C = kernel_dims(m, Y)
     if Kc.shape == (N, N):
         Kc = Kc.unsqueeze(0)
     elif Kc.shape != (C, N, N):
         raise ValueError(f"Kc: expected (N, N)=({N}, {N}) or (C, N, N)=({C}, {N}, {N}), got {tuple(Kc.shape)}")
-    m, Y = _members(m, N, C, Kc, "m"), _targets(Y, N, C, Kc)
+    m, Y = members(m, N, C, Kc, "m"), targets(Y, N, C, Kc)
     chunk = member_chunk or m.shape[0]
     try:
         solver = Solver(solver)
     except ValueError:
         raise ValueError(f"solver: expected one of {[v.value for v in Solver]}, got {solver!r}") from None
-    from ntkbayes.ntk import solve_cg
-
     need = solve_cg.cholesky_memory_bytes(N, C, min(chunk, m.shape[0]), Kc.shape[0], Kc.element_size())
     if solver is Solver.AUTO:
         fits = need <= 0.8 * utils.available_memory(Kc.device)
         solver = Solver.CHOLESKY if fits and (keep_factors or N <= AUTO_CG_MIN_N) else Solver.CG
     if solver is Solver.CG:
-        return _cat([solve_cg.newton_block_cg(Kc, m[i:i + chunk], Y, kernel_scale=kernel_scale, tol=tol,
+        return cat_results([solve_cg.newton_block_cg(Kc, m[i:i + chunk], Y, kernel_scale=kernel_scale, tol=tol,
                                               max_iter=max_iter, **cg_options)
                      for i in range(0, m.shape[0], chunk)])
     if cg_options:
         raise ValueError(f"{sorted(cg_options)}: CG options need solver='cg' or 'auto'")
     check_memory(need, Kc.device, f"block Newton (N = {N}, C = {C}, {min(chunk, m.shape[0])} members)",
                  MEMORY_OPTION + ", or solver='cg'")
-    return _cat([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
+    return cat_results([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
                  for i in range(0, m.shape[0], chunk)])
 
 
@@ -479,7 +279,7 @@ def solve_ntk_classifier(Theta: Tensor, f0: Tensor, Y: Tensor, lam: float, **kwa
     if not lam > 0:
         raise ValueError(f"lam: expected λ > 0, got {lam}; for λ → 0 use interpolant_smoothed")
     Theta = torch.as_tensor(Theta)
-    N, C = _kernel_dims(f0, Y)
+    N, C = kernel_dims(f0, Y)
     scale = 1.0 / (lam * N)
     if Theta.shape in ((N, N), (C, N, N)):
         return newton_block(Theta, f0, Y, kernel_scale=scale, **kwargs)
@@ -533,21 +333,21 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
     if Y.ndim != 2:
         raise ValueError(f"Y: expected (N, C) label-smoothed targets, got shape {tuple(Y.shape)}")
     N, C = Y.shape
-    Y = _targets(Y, N, C, Theta)
+    Y = targets(Y, N, C, Theta)
     if (Y <= 0).any():
         raise ValueError("Y: one-hot targets have no finite λ → 0 minimizer (logits diverge); use label smoothing")
-    f0 = _members(f0, N, C, Theta, "f0")
+    f0 = members(f0, N, C, Theta, "f0")
     B = f0.shape[0]
     r = torch.log(Y) - f0                                                              # Z0 − f0
     if Theta.shape == (N, N):
-        L = _chol(Theta, "Theta")
+        L = chol(Theta, "Theta")
         s = -r.mean(-1)
         rhs = (r + s.unsqueeze(-1)).permute(1, 0, 2).reshape(N, B * C)
         gamma = torch.cholesky_solve(rhs, L).view(N, B, C).transpose(0, 1)
         f = f0 + (Theta @ gamma.transpose(0, 1).reshape(N, B * C)).view(N, B, C).transpose(0, 1)
     else:
-        Th = _flat_kernel(Theta, N, C, "Theta")
-        L = _chol(Th, "Theta (NC × NC; needs P ≥ NC and full rank)")
+        Th = flat_kernel(Theta, N, C, "Theta")
+        L = chol(Th, "Theta (NC × NC; needs P ≥ NC and full rank)")
         E = torch.kron(torch.eye(N, dtype=Th.dtype, device=Th.device),
                        torch.ones(C, 1, dtype=Th.dtype, device=Th.device))             # I_N ⊗ 1_C
         ThE = torch.cholesky_solve(E, L)                                               # Θ⁻¹E
@@ -564,7 +364,7 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
                 raise ValueError(f"Theta_star_X: expected (M, N) with N={N}, got {tuple(Kx.shape)}")
             Kx = torch.kron(Kx, torch.eye(C, dtype=Kx.dtype, device=Kx.device))
         else:
-            Kx = _flat_cross(Kx, N, C, "Theta_star_X")
+            Kx = flat_cross(Kx, N, C, "Theta_star_X")
         M = Kx.shape[0] // C
-        f_star = _star_mean(f0_star, B, M, C, Theta) + (gamma.reshape(B, N * C) @ Kx.t()).view(B, M, C)
+        f_star = star_mean(f0_star, B, M, C, Theta) + (gamma.reshape(B, N * C) @ Kx.t()).view(B, M, C)
     return InterpolantResult(gamma, s, f, f_star)

@@ -17,7 +17,7 @@ inverted exactly through the Woodbury identity:
 
 It removes the r largest kernel directions, which carry the ill-conditioning of A (the NTK spectrum decays fast),
 so CG needs tens instead of hundreds of iterations. Each Newton step is solved to a relative residual ``cg_tol``;
-the outer loop (line search, stopping rule) is the one of :mod:`ntkbayes.ntk.solve`. The MAP agrees with the
+the outer loop (line search, stopping rule) is the shared one of :mod:`ntkbayes.ntk.newton`. The MAP agrees with the
 Cholesky solver to the CG tolerance (tested). The Laplace log evidence needs log|I + SKS|, which CG does not give:
 it is returned as NaN, and the predictive covariance is unavailable (the mean, all an ensemble member needs, is).
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ntkbayes.ntk.newton import DEFAULT_MAX_ITER, MEMORY_OPTION, NewtonResult, newton_loop, sqrt_w
 from ntkbayes.utils import check_memory
 
 #: Relative residual ‖A v − rhs‖ / ‖rhs‖ at which a Newton step's CG solve stops (float64; float32: 1e-5). The
@@ -175,7 +176,7 @@ def pcg(matvec, rhs: Tensor, precond=None, tol: float = DEFAULT_CG_TOL, max_iter
 
 def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
                     max_iter: int | None = None, cg_tol: float | None = None,
-                    cg_max_iter: int = DEFAULT_CG_MAX_ITER, precond_rank: int = DEFAULT_PRECOND_RANK):
+                    cg_max_iter: int = DEFAULT_CG_MAX_ITER, precond_rank: int = DEFAULT_PRECOND_RANK) -> NewtonResult:
     """Block-kernel Newton with CG-solved steps (module docstring); same MAP as ``solve.newton_block``.
 
     Args:
@@ -184,18 +185,16 @@ def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1
         tol, max_iter: outer Newton settings as in ``solve.newton_block``. cg_tol: relative residual per step
             (default by dtype). cg_max_iter: CG cap per step. precond_rank: pivoted-Cholesky rank r (0: plain CG).
     Returns:
-        ``solve.NewtonResult`` with ``form = "block"``, no factors, ``log_evidence`` NaN and ``cg_iterations``
-        (B,) the total CG iterations per member.
+        :class:`~ntkbayes.ntk.newton.NewtonResult` with ``form = "block"``, no factors, ``log_evidence`` NaN and
+        ``cg_iterations`` (B,) the total CG iterations per member.
     """
-    from ntkbayes.ntk import solve
-
     B, N, C = m.shape
-    max_iter = solve.DEFAULT_MAX_ITER if max_iter is None else max_iter
+    max_iter = DEFAULT_MAX_ITER if max_iter is None else max_iter
     if cg_tol is None:
         cg_tol = DEFAULT_CG_TOL if Kc.dtype == torch.float64 else DEFAULT_CG_TOL_FLOAT32
     rank = effective_rank(precond_rank, N, C)
     check_memory(cg_memory_bytes(N, C, B, rank, Kc.element_size()), Kc.device,
-                 f"CG block Newton (N = {N}, C = {C}, {B} members, preconditioner rank {rank})", solve.MEMORY_OPTION)
+                 f"CG block Newton (N = {N}, C = {C}, {B} members, preconditioner rank {rank})", MEMORY_OPTION)
     scale = float(kernel_scale)
     kmv = _kernel_mv(Kc, scale)
     U = pivoted_cholesky(Kc.mean(0) if Kc.shape[0] > 1 else Kc[0], rank) if rank > 0 else None
@@ -209,7 +208,7 @@ def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1
     def step(a: Tensor, mm: Tensor, idx: Tensor) -> Tensor:                    # math.md (c) Newton lines, CG solve
         u = kmv(a)
         p = torch.softmax(mm + u, -1)
-        S, W = solve._sqrt_w(p)
+        S, W = sqrt_w(p)
         bvec = (W @ u.unsqueeze(-1)).squeeze(-1) + (Y - p)                      # b = W K α + (y − p)
         rhs = (S @ kmv(bvec).unsqueeze(-1)).squeeze(-1)                         # S K b
 
@@ -223,12 +222,12 @@ def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1
         worst_res[idx] = torch.maximum(worst_res[idx], res)
         return bvec - (S @ v.unsqueeze(-1)).squeeze(-1)                        # α_new = b − S v
 
-    a, psi, iters, conv, dpsi = solve._newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     p = torch.softmax(f, -1)
     grad = (a - (Y - p)).flatten(1).norm(dim=1)
     nan = torch.full((B,), float("nan"), dtype=m.dtype, device=m.device)
-    return solve.NewtonResult("block", f, a, scale * a, scale, nan, psi, iters, conv, dpsi, grad,
+    return NewtonResult("block", f, a, scale * a, scale, nan, psi, iters, conv, dpsi, grad,
                               cg_iterations=cg_iters, cg_max_residual=worst_res)
 

@@ -52,9 +52,13 @@ def test_mnist_loads_idx_files_exactly(mnist_root):
 def test_channel_standardization_uses_train_statistics(mnist_root):
     raw = data.load("mnist", root=mnist_root, seed=1, standardize="none", val_fraction=0.2)
     std = data.load("mnist", root=mnist_root, seed=1, val_fraction=0.2)
-    mu, sd = raw.train.x.double().mean(), raw.train.x.double().std(unbiased=False)
-    assert std.info["preprocessing"]["mean"] == pytest.approx([float(mu)], rel=1e-9)
-    assert std.info["preprocessing"]["std"] == pytest.approx([float(sd)], rel=1e-9)
+    r = raw.train.x.double()
+    mu, sd = r.mean(), r.std(unbiased=False)
+    # float64 sums of the same n numbers in other orders: γ_n relative for the mean of pixels ≥ 0 and for the sum
+    # of squares (the std's square root halves it; the mean's error enters it squared)
+    rel = 2 * r.numel() * torch.finfo(torch.float64).eps
+    assert std.info["preprocessing"]["mean"] == pytest.approx([float(mu)], rel=rel)
+    assert std.info["preprocessing"]["std"] == pytest.approx([float(sd)], rel=rel)
     for a, b in [(std.train.x, raw.train.x), (std.test.x, raw.test.x), (std.ood["kmnist"], raw.ood["kmnist"])]:
         torch.testing.assert_close(a.double(), (b.double() - mu) / sd, atol=1e-5, rtol=1e-5)
     assert abs(float(std.train.x.double().mean())) < 1e-5
@@ -78,14 +82,6 @@ def test_options_flatten_subset_test_subset_id_classes_ood(mnist_root):
     y = torch.cat([full.train.y, full.val.y])
     assert torch.bincount(y).tolist() == [6] * 10  # stratified
     assert full.ood == {}
-
-
-def test_stratified_subset_proportions():
-    y = np.repeat(np.arange(3), [50, 30, 20])
-    idx = vision.stratified_subset(y, 10, seed=0)
-    assert len(idx) == 10 and np.bincount(y[idx]).tolist() == [5, 3, 2]
-    assert np.array_equal(idx, vision.stratified_subset(y, 10, seed=0))
-    assert not np.array_equal(idx, vision.stratified_subset(y, 10, seed=1))
 
 
 def test_bad_ood_and_subset_options(mnist_root):

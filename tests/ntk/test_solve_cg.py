@@ -3,6 +3,7 @@ solves, the pivoted-Cholesky preconditioner, and the automatic solver choice by 
 
 import pytest
 import torch
+from fp_bounds import EPS, matmul_bound
 
 from ntkbayes.ntk import posterior, solve, solve_cg
 from ntkbayes.ntk.analytic import mlp_kernels
@@ -33,10 +34,13 @@ def test_cg_newton_equals_cholesky_newton(problem, rank, smooth):
     assert cg.form == "block" and bool(cg.converged.all()) and chol.log_evidence.isfinite().all()
     assert (cg.f - chol.f).abs().max() < 1e-7
     assert (cg.alpha - chol.alpha).abs().max() < 1e-7
-    assert (cg.psi - chol.psi).abs().max() < 1e-9 * chol.psi.abs().max()
+    # both stop once |ΔΨ| ≤ tol·|Ψ| twice (the solvers' own rule, tol = solve.DEFAULT_TOL); CG's inexact steps
+    # converge linearly, so allow 10 such decreases between the two final objectives
+    assert (cg.psi - chol.psi).abs().max() <= 10 * solve.DEFAULT_TOL * chol.psi.abs().max()
     assert torch.isnan(cg.log_evidence).all() and int(cg.cg_iterations.min()) > 0
     rep = cg.report()
-    assert rep["solver"] == "cg" and rep["max_cg_residual"] < 1e-8
+    # every CG solve reached the solver's own relative-residual tolerance (no step hit the iteration cap)
+    assert rep["solver"] == "cg" and rep["max_cg_residual"] <= solve_cg.DEFAULT_CG_TOL
     mean_cg, cov_cg = posterior.predict(cg, Ks, m_star=torch.zeros(6, C, dtype=DT))
     mean_ch, _ = posterior.predict(chol, Ks, m_star=torch.zeros(6, C, dtype=DT))
     assert cov_cg is None and (mean_cg - mean_ch).abs().max() < 1e-7
@@ -65,14 +69,23 @@ def test_pcg_matches_dense_solve_and_pivoted_cholesky():
     A = torch.randn(3, 30, 30, generator=g, dtype=DT)
     A = A @ A.transpose(1, 2) + 0.5 * torch.eye(30, dtype=DT)
     rhs = torch.randn(3, 30, generator=g, dtype=DT)
-    x, its, res = solve_cg.pcg(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), rhs, tol=1e-12)
-    assert (x - torch.linalg.solve(A, rhs)).abs().max() < 1e-8 and (res <= 1e-12).all() and (its <= 60).all()
+    cg_tol = 1e-12
+    x, its, res = solve_cg.pcg(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), rhs, tol=cg_tol)
+    assert (res <= cg_tol).all() and (its <= 60).all()                   # pcg's own stopping rule was met
+    # relative residual r ⇒ relative error ≤ κ(A)·r (plus the dense solve's n·ε·κ); κ(A) ≈ 200 here
+    evals = torch.linalg.eigvalsh(A)
+    kappa = float((evals[:, -1] / evals[:, 0]).max())
+    exact = torch.linalg.solve(A, rhs)
+    bound = kappa * (cg_tol + 30 * EPS) * float(exact.norm(dim=-1).max())
+    assert (x - exact).abs().max() <= bound
     jacobi = lambda v: v / A.diagonal(dim1=1, dim2=2)  # noqa: E731  (any SPD preconditioner gives the same x)
-    xp, _, _ = solve_cg.pcg(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), rhs, jacobi, tol=1e-12)
-    assert (xp - x).abs().max() < 1e-8
+    xp, _, _ = solve_cg.pcg(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), rhs, jacobi, tol=cg_tol)
+    assert (xp - x).abs().max() <= 2 * bound
     K = A[0] @ A[0]
     U = solve_cg.pivoted_cholesky(K, 30)
-    assert (U @ U.T - K).abs().max() < 1e-8 * K.abs().max()
+    # full-rank Cholesky reproduces K to its backward error γ_{n+1}|U||U|ᵀ (Higham 2002, Thm 10.3), doubled for
+    # the product U Uᵀ formed here
+    assert (U @ U.T - K).abs().max() <= matmul_bound(U, U.T, 4)
     errs = [torch.linalg.matrix_norm(K - (u := solve_cg.pivoted_cholesky(K, r)) @ u.T) for r in (2, 8, 20)]
     assert errs[0] > errs[1] > errs[2]
 
