@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from ntkbayes.metrics import compare as cmp
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import PROB_SCORES, Predictive
 
 LOG = math.log
 
@@ -80,7 +80,7 @@ def test_identical_predictives_give_zero_divergence_and_full_agreement():
     for key in ("kl_ab", "kl_ba", "kl_inf_frac", "js", "tv", "energy", "w1"):
         assert out[key] == 0.0, key
     assert out["agree"] == 1.0
-    for name in SCORES:
+    for name in PROB_SCORES:
         assert out[f"spearman/{name}"] == pytest.approx(1.0), name
 
 
@@ -88,7 +88,7 @@ def test_symmetries_and_bounds():
     a = Predictive(_random_members(5, 50, 3, seed=4, scale=6.0))
     b = Predictive(_random_members(7, 50, 3, seed=5, scale=6.0))
     ab, ba = cmp.compare(a, b), cmp.compare(b, a)
-    for key in ("js", "tv", "agree", "energy", "w1", "kl_inf_frac", *(f"spearman/{s}" for s in SCORES)):
+    for key in ("js", "tv", "agree", "energy", "w1", "kl_inf_frac", *(f"spearman/{s}" for s in PROB_SCORES)):
         assert ab[key] == pytest.approx(ba[key], rel=1e-12, abs=1e-15), key
     assert ab["kl_ab"] == pytest.approx(ba["kl_ba"]) and ab["kl_ba"] == pytest.approx(ba["kl_ab"])
     assert 0 < ab["js"] <= math.log(2) and 0 < ab["tv"] <= 1 and ab["energy"] > 0 and ab["w1"] > 0

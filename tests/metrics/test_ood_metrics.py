@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from ntkbayes.metrics import ood
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import PROB_SCORES, Predictive
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -119,7 +119,7 @@ def _separable_pair():
 def test_every_score_has_the_right_sign():
     pid, pood = _separable_pair()
     res = ood.evaluate_ood(pid, pood)
-    for name in SCORES:
+    for name in PROB_SCORES:  # probabilities only: no logit scores
         assert res[f"{name}/auroc"] == 1.0, name  # below 0.5 would be a sign error
         assert res[f"{name}/fpr95"] == 0.0 and res[f"{name}/aupr_in"] == 1.0 and res[f"{name}/aupr_out"] == 1.0
 
@@ -132,8 +132,10 @@ def test_score_identities_and_single_member():
     single = Predictive.from_logits(torch.randn(50, 4, generator=g, dtype=D))
     assert (single.mutual_info == 0).all() and (single.variance == 0).all()
     assert torch.allclose(single.entropy, single.expected_entropy, atol=1e-15, rtol=0)
-    # S = 1: mutual_info and variance are constant -> AUROC 0.5, finite AP and FPR95
-    res = ood.evaluate_ood(single, Predictive.from_logits(torch.randn(20, 4, generator=g, dtype=D)))
+    # S = 1: mutual_info and variance are not evaluated by default; asked for, constant -> AUROC 0.5, AP, FPR95
+    single_ood = Predictive.from_logits(torch.randn(20, 4, generator=g, dtype=D))
+    assert not any(k.split("/")[0] in ("mutual_info", "variance") for k in ood.evaluate_ood(single, single_ood))
+    res = ood.evaluate_ood(single, single_ood, scores=("mutual_info", "variance"))
     for name in ("mutual_info", "variance"):
         assert res[f"{name}/auroc"] == 0.5 and res[f"{name}/fpr95"] == 1.0
         assert res[f"{name}/aupr_out"] == pytest.approx(20 / 70) and res[f"{name}/aupr_in"] == pytest.approx(50 / 70)
