@@ -130,10 +130,10 @@ def aggregate(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Da
         rows = [m for m in order if m in set(runs["method"])]
         counts = {m: (int((g["status"] == "ok").sum()), int((g["status"] != "ok").sum()), len(g),
                       str(g["family"].iloc[0])) for m, g in runs.groupby("method", sort=False)}
-        base = lambda m: {"dataset": ds, "method": m, "family": counts[m][3], "n_ok": counts[m][0],  # noqa: E731
-                          "n_failed": counts[m][1], "n_runs": counts[m][2]}
+        base = {m: {"dataset": ds, "method": m, "family": c[3], "n_ok": c[0], "n_failed": c[1], "n_runs": c[2]}
+                for m, c in counts.items()}
         if not chosen:  # nothing to tabulate (every run failed): keep the rows so the failures show
-            out += [{**base(m), "metric": None, "n": 0} for m in rows]
+            out += [{**base[m], "metric": None, "n": 0} for m in rows]
         for key in chosen:
             higher = higher_is_better(key)
             vals = dsdf[(dsdf["metric"] == key) & (dsdf["status"] == "ok")]
@@ -145,7 +145,7 @@ def aggregate(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Da
                 mean, low, high = t_interval(v)
                 std = float(pd.Series(v).std(ddof=1)) if len(v) > 1 else math.nan
                 r = ranks.get(m, {})
-                out.append({**base(m), "metric": key, "mean": mean, "std": std, "n": len(v), "ci_low": low,
+                out.append({**base[m], "metric": key, "mean": mean, "std": std, "n": len(v), "ci_low": low,
                             "ci_high": high, "rank": r.get("rank", math.nan),
                             "rank_low": r.get("rank_low", math.nan), "rank_high": r.get("rank_high", math.nan),
                             "best": bool(r.get("best", False)), "higher_is_better": higher})
@@ -180,7 +180,8 @@ def load_tidy(source, datasets: Iterable[str] | None = None, metrics: Iterable[s
     if datasets:
         unknown = sorted(set(datasets) - set(tidy["dataset"]))
         if unknown:
-            raise UserError(f"--datasets: no records for {', '.join(unknown)}; have {', '.join(tidy['dataset'].unique())}")
+            have = ", ".join(tidy["dataset"].unique())
+            raise UserError(f"--datasets: no records for {', '.join(unknown)}; have {have}")
         tidy = tidy[tidy["dataset"].isin(list(datasets))]
     keys = tidy["metric"].dropna().unique()
     for p in metrics or ():

@@ -40,8 +40,8 @@ def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--", "—": "---", "−": "$-$",
-                  "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$", "‖": r"$\|$", "ρ": r"$\rho$", "★": r"$\star$", "α": r"$\alpha$",
-                  "ε": r"$\varepsilon$", "λ": r"$\lambda$", "∞": r"$\infty$", "‖": r"$\|$"}
+                  "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$", "‖": r"$\|$", "ρ": r"$\rho$", "★": r"$\star$",
+                  "α": r"$\alpha$", "ε": r"$\varepsilon$", "λ": r"$\lambda$", "∞": r"$\infty$"}
 
 
 def latex_escape(s: str) -> str:
