@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ntkbayes.report.leaderboard import Layout, mean_ranks, summary_text
+from ntkbayes.report.leaderboard import Layout, mean_ranks, method_order, summary_text
 from ntkbayes.report.tables import latex_escape, markdown_table
 
 #: Text width of a standard 10 pt ``article`` page in pt (LaTeX's default \textwidth for letter and A4 paper).
@@ -376,7 +376,11 @@ def to_csv(tidy: pd.DataFrame, agg: pd.DataFrame) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "method", "family", "seed", "metric", "value", "best", "rank", "status", "error",
                 "run_id"])
-    for r in tidy.itertuples():
+    ds_pos = {d: i for i, d in enumerate(dict.fromkeys(tidy["dataset"]))}
+    m_pos = {m: i for i, m in enumerate(method_order(tidy.drop_duplicates("run_id")))}
+    order = sorted(range(len(tidy)), key=lambda i: (ds_pos[tidy["dataset"].iat[i]], m_pos[tidy["method"].iat[i]],
+                                                    int(tidy["seed"].iat[i])))  # stable: metric order kept
+    for r in tidy.iloc[order].itertuples():
         metric = r.metric if isinstance(r.metric, str) else ""
         if r.status == "ok" and (r.dataset, r.method, metric) not in marks:
             continue
