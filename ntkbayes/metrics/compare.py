@@ -1,4 +1,4 @@
-"""Method-to-method comparison of predictive distributions on the same points (issue 6, benchmarks.md §1).
+"""Method-to-method comparison of predictive distributions on the same points (benchmarks.md §1).
 
 Two predictives ``a`` and ``b`` on the same N points with C classes are compared in three ways:
 

@@ -148,6 +148,7 @@ def test_csv_long_summary_and_cells(store, tmp_path):
     assert list(srows[0]) == ["dataset", "method", "family", "metric", "mean", "std", "n", "ci_low", "ci_high",
                               "best", "rank"]
     acc = next(r for r in srows if (r["dataset"], r["method"], r["metric"]) == ("d1", "A", "cls/acc"))
+    # a mean of three numbers of order 1 written with repr: a few ulps
     assert float(acc["mean"]) == pytest.approx(0.8, abs=1e-15) and acc["n"] == "3" and acc["rank"] == "2"
     crows = list(csv.DictReader(cells.open()))
     assert len(crows) == 10 and "param.members" in crows[0] and "param.width" in crows[0]  # once per cell

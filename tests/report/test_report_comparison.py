@@ -53,6 +53,7 @@ def test_csv_shapes_diagonals_and_symmetry(compared_store):
                 else:
                     np.testing.assert_array_equal(diag, 0.0)
                 if measure != "kl":
+                    # symmetric measures computed once per pair, then a mean over 2 seeds: a few ulps
                     np.testing.assert_allclose(df.to_numpy(), df.to_numpy().T, rtol=1e-12, equal_nan=True)
             n = pd.read_csv(root / "compare" / dataset / f"{split}__n_seeds.csv", index_col=0)
             np.testing.assert_array_equal(n.to_numpy(), len(SEEDS))
@@ -75,6 +76,7 @@ def test_entries_are_seed_means_of_direct_comparisons(compared_store):
         direct["js"].append(res["js"])
         direct["spearman/mutual_info"].append(res["spearman/mutual_info"])
     for measure, values in direct.items():
+        # the same per-seed values averaged by pandas instead of numpy: a few ulps
         assert results["digits"][f"ood_noise/{measure}"].loc[a, b] == pytest.approx(np.mean(values), rel=1e-12)
     # KL is the asymmetric one: row a, column b = KL(p_a ‖ p_b)
     kl = results["digits"]["ood_noise/kl"]
