@@ -31,13 +31,15 @@ from typing import Any
 
 import pandas as pd
 
+from ntkbayes.predictive import MEMBER_SCORES
+
 #: Columns of :func:`cells` before the parameter columns.
 CELL_COLUMNS = ["run_id", "dataset", "method", "method_name", "family", "seed", "status", "error"]
 
 #: Prefix of the parameter columns.
 PARAM_PREFIX = "param."
 
-_MEMBER_SCORES = ("expected_entropy", "mutual_info", "variance")
+
 
 
 def records(source) -> list[dict]:
@@ -64,7 +66,7 @@ def _drop_constant_member_scores(rec: Mapping) -> dict:
     if not constant:
         return dict(rec)
     kept = {k: v for k, v in metrics.items()
-            if not (k.startswith("ood/") and k.count("/") == 3 and k.split("/")[2] in _MEMBER_SCORES)}
+            if not (k.startswith("ood/") and k.count("/") == 3 and k.split("/")[2] in MEMBER_SCORES)}
     return {**rec, "metrics": kept}
 
 

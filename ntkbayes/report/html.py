@@ -10,7 +10,7 @@ predictions when missing or older than ``records.jsonl``:
     figures/ood_hist_<dataset>_<set>[_pK]           uncertainty-score histograms, ID test vs each OOD set (pages)
     figures/uncertainty_map_<dataset>_confidence    2-D datasets only: max p on the saved grid
     figures/uncertainty_map_<dataset>_mi            2-D datasets only: mutual information on the saved grid
-    figures/compare_<dataset>_<split>[_pK]          comparison heatmaps (``ntkbayes compare``; pages)
+    figures/compare_<dataset>_test[_pK]             comparison heatmaps (``ntkbayes compare``; pages)
 
 It reads the results only through the store's API (``ntkbayes.results`` for records, ``ResultsStore
 .load_predictions`` for the saved predictives, ``load_arrays`` only for the uncertainty-map grid the runner saved
@@ -97,13 +97,14 @@ def _kv(items: Mapping) -> str:
 # -- figures from saved predictions ------------------------------------------------------------------------------
 def _pages(stem: Path) -> list[Path]:
     """The PNG pages a figure function wrote for ``stem`` (``figures.page_stems``), in page order."""
-    pages = []
-    for page in fg.page_stems(stem, 10_000):
-        png = page.with_suffix(".png") if page == stem else page.with_name(page.name + ".png")
+    pages, k = [], 1
+    while True:
+        page = fg.page_stems(stem, k)[-1]
+        png = page.with_name(page.name + ".png")
         if not png.exists():
-            break
+            return pages
         pages.append(png)
-    return pages
+        k += 1
 
 
 def _fresh(stem: Path, since: float) -> list[Path] | None:

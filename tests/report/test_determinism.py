@@ -17,7 +17,8 @@ def _digest(paths) -> dict:
     return {p.as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
-def test_figures_are_byte_deterministic(tmp_path):
+def test_figures_are_byte_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setattr(fg, "FORMATS", ("png", "pdf"))
     g = torch.Generator().manual_seed(0)
     probs = torch.softmax(torch.randn(60, 3, generator=g, dtype=torch.float64), -1)
     data = {"a": (probs, torch.randint(0, 3, (60,), generator=g))}

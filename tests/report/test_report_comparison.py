@@ -135,7 +135,7 @@ def test_compare_store_elsewhere_with_filters(tmp_path, png_only):
     assert (out / "compare" / "summary.md").exists()
     assert (out / "compare" / "moons" / "test__js.csv").exists()
     assert (out / "figures" / "compare_moons_test.png").exists()  # four measures: one page
-    assert (out / "figures" / "compare_moons_ood_far.png").exists()
+    assert not (out / "figures" / "compare_moons_ood_far.png").exists()  # OOD matrices: tables only
     assert not (out / "figures" / "compare_moons_test_p2.png").exists()
     assert not (out / "compare" / "digits").exists()
     assert math.isfinite(pd.read_csv(out / "compare" / "moons" / "test__js.csv", index_col=0).iloc[0, 1])

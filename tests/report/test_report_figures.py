@@ -26,7 +26,8 @@ def _check(paths, formats=("png", "pdf")):
         assert data.startswith(PNG_MAGIC if p.suffix == ".png" else b"%PDF")
 
 
-def test_lazy_curves_png_and_pdf(tmp_path):
+def test_lazy_curves_png_and_pdf(tmp_path, monkeypatch):
+    monkeypatch.setattr(fg, "FORMATS", ("png", "pdf"))
     rows = [{"x": w, "y": 1.0 / w + 0.01 * s, "hue": regime, "facet": metric}
             for w in (64, 256, 1024) for s in range(3) for regime in ("λ>0 init", "λ=0 one-hot")
             for metric in ("kernel drift", "linearization gap")]

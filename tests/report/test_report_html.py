@@ -74,7 +74,6 @@ def test_every_linked_table_and_figure_exists(report_store):
         assert f"compare_{dataset}_test.png" in names
         for ood in ood_sets:
             assert f"ood_hist_{dataset}_{ood}.png" in names
-            assert f"compare_{dataset}_ood_{ood}.png" in names
         assert (f"uncertainty_map_{dataset}_confidence.png" in names) == planar
         assert (f"uncertainty_map_{dataset}_mi.png" in names) == planar
     assert all(v.startswith("figures/") for v in imgs)  # relative links, no embedded data
