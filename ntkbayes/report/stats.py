@@ -76,6 +76,33 @@ def _one_sided(diff: float, se: float, dof: float, alpha: float) -> bool:
     return bool(_st.t.sf(diff / se, dof) < alpha)
 
 
+def _worse_matrix(values: Mapping[str, Mapping[int, float]], methods: list[str], higher: bool) -> np.ndarray:
+    """(M, M) object array: entry [a, b] = ``significantly_worse(a, b)``, the paired tests vectorized."""
+    seeds = sorted({s for m in methods for s in values[m]})
+    col = {s: j for j, s in enumerate(seeds)}
+    v = np.full((len(methods), len(seeds)), np.nan)
+    for i, m in enumerate(methods):
+        for s, x in values[m].items():
+            v[i, col[s]] = x
+    d = (v[None, :, :] - v[:, None, :]) * (1.0 if higher else -1.0)  # [a, b, s] > 0: b better than a
+    shared = np.isfinite(d).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(shared > 0, np.nansum(d, -1) / np.maximum(shared, 1), np.nan)
+        var = np.nansum((d - mean[..., None]) ** 2, -1) / np.maximum(shared - 1, 1)
+        se = np.sqrt(var / np.maximum(shared, 1))
+        p = _st.t.sf(mean / se, np.maximum(shared - 1, 1))
+    out = np.empty((len(methods), len(methods)), dtype=object)
+    for a in range(len(methods)):
+        for b in range(len(methods)):
+            if a == b:
+                out[a, b] = False
+            elif shared[a, b] >= 2:
+                out[a, b] = bool(mean[a, b] > 0) if se[a, b] == 0 else bool(p[a, b] < ALPHA)
+            else:
+                out[a, b] = significantly_worse(values[methods[a]], values[methods[b]], higher)
+    return out
+
+
 def compare_methods(values: Mapping[str, Mapping[int, float]], higher: bool) -> dict[str, dict]:
     """Per method: rank of the mean (1 = best, ties share the lowest), rank interval and whether it is bold.
 
@@ -92,13 +119,13 @@ def compare_methods(values: Mapping[str, Mapping[int, float]], higher: bool) -> 
     means = {m: math.fsum(values[m].values()) / len(values[m]) for m in methods}
     key = (lambda m: -means[m]) if higher else (lambda m: means[m])
     best_mean = min(key(m) for m in methods)
-    tops = [m for m in methods if key(m) == best_mean]
-    worse = {(a, b): significantly_worse(values[a], values[b], higher) for a in methods for b in methods if a != b}
+    tops = [i for i, m in enumerate(methods) if key(m) == best_mean]
+    worse = _worse_matrix(values, methods, higher)
     out = {}
-    for m in methods:
-        better = sum(worse[(m, b)] is True for b in methods if b != m)
-        beaten = sum(worse[(b, m)] is True for b in methods if b != m)
-        bold = m in tops or all(worse[(m, t)] is False for t in tops)
+    for i, m in enumerate(methods):
+        better = sum(worse[i, j] is True for j in range(len(methods)))
+        beaten = sum(worse[j, i] is True for j in range(len(methods)))
+        bold = i in tops or all(worse[i, t] is False for t in tops)
         out[m] = {"rank": 1 + sum(key(b) < key(m) for b in methods), "rank_low": 1 + better,
                   "rank_high": len(methods) - beaten, "best": bool(bold)}
     return out
