@@ -1,7 +1,14 @@
 """Predictive: member probabilities (S, N, C) and the uncertainty scores derived from them.
 
 Every method returns one; nothing downstream knows which method made it (design.md, BoTorch ``EnsemblePosterior``).
-Score definitions follow benchmarks.md §1 (natural log; larger = more uncertain).
+Score definitions follow benchmarks.md §1 (natural log; larger = more uncertain, i.e. more OOD).
+
+Which scores a predictive can produce (``available_scores``): ``msp`` and ``entropy`` always; ``expected_entropy``,
+``mutual_info`` and ``variance`` only with S > 1 members (for S = 1 they are identically H(p), 0 and 0 — a constant
+is no score); ``energy`` and ``max_logit`` only when ``member_logits`` are given. The logit scores follow
+torch-uncertainty's ``EnergyCriterion`` / ``MaxLogitCriterion``: the member logits are averaged first (z̄ = mean_s
+z_s) and the score is negated so that larger = more OOD: energy = −logsumexp_c z̄_c (the free energy of Liu et al.
+2020 at T = 1; OpenOOD reports +logsumexp with larger = more ID), max_logit = −max_c z̄_c (Hendrycks et al. 2022).
 """
 
 from __future__ import annotations
@@ -130,6 +137,33 @@ class Predictive:
         """(N,) mean_c Var_s p_s[c], population variance over members (divide by S); 0 when S = 1."""
         return self.member_probs.var(0, unbiased=False).mean(-1)
 
+    def _mean_logits(self, score: str) -> torch.Tensor:
+        if self.member_logits is None:
+            raise ValueError(f"Predictive.{score}: needs member_logits, this predictive has probabilities only")
+        return self.member_logits.mean(0)
+
+    @property
+    def energy(self) -> torch.Tensor:
+        """(N,) −logsumexp_c z̄_c with z̄ = mean_s member logits (free energy at T = 1; larger = more OOD).
+
+        Raises ValueError without ``member_logits``."""
+        return -torch.logsumexp(self._mean_logits("energy"), -1)
+
+    @property
+    def max_logit(self) -> torch.Tensor:
+        """(N,) −max_c z̄_c with z̄ = mean_s member logits (larger = more OOD). Raises ValueError without logits."""
+        return -self._mean_logits("max_logit").max(-1).values
+
+    @property
+    def available_scores(self) -> tuple[str, ...]:
+        """The scores of ``SCORES`` this predictive can produce (see the module docstring), in ``SCORES`` order."""
+        out = ("msp", "entropy")
+        if self.num_members > 1:
+            out += MEMBER_SCORES
+        if self.member_logits is not None:
+            out += LOGIT_SCORES
+        return out
+
     def score(self, name: str) -> torch.Tensor:
         """(N,) the named uncertainty score (one of ``SCORES``)."""
         if name not in SCORES:
@@ -137,5 +171,14 @@ class Predictive:
         return getattr(self, name)
 
 
+#: Scores that need S > 1 members (constant for a point predictor).
+MEMBER_SCORES = ("expected_entropy", "mutual_info", "variance")
+
+#: Scores from member probabilities, the ones saved predictions (probabilities only) can always recompute.
+PROB_SCORES = ("msp", "entropy", *MEMBER_SCORES)
+
+#: Scores that need ``member_logits``.
+LOGIT_SCORES = ("energy", "max_logit")
+
 #: Uncertainty scores, larger = more OOD (benchmarks.md §1).
-SCORES = ("msp", "entropy", "expected_entropy", "mutual_info", "variance")
+SCORES = (*PROB_SCORES, *LOGIT_SCORES)

@@ -7,6 +7,10 @@ import torch
 
 from ntkbayes import SCORES, Predictive
 
+#: float64 sums or means of N ≤ 10³ terms of order 1 taken in another order than the reference (a loop,
+#: scikit-learn, torchmetrics): at most N·ε ≈ 2e-13 apart.
+SUM = 1e-12
+
 
 def _random_pred(S=5, N=7, C=4, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -22,16 +26,16 @@ def test_scores_match_loops():
         H = -sum(q * math.log(q) for q in p)
         EH = sum(-sum(P[s, i, c].item() * math.log(P[s, i, c].item()) for c in range(C)) for s in range(S)) / S
         var = sum(sum((P[s, i, c].item() - p[c]) ** 2 for s in range(S)) / S for c in range(C)) / C
-        assert pred.msp[i].item() == pytest.approx(1 - max(p), abs=1e-12)
-        assert pred.entropy[i].item() == pytest.approx(H, abs=1e-12)
-        assert pred.expected_entropy[i].item() == pytest.approx(EH, abs=1e-12)
-        assert pred.mutual_info[i].item() == pytest.approx(H - EH, abs=1e-12)
-        assert pred.variance[i].item() == pytest.approx(var, abs=1e-12)
+        assert pred.msp[i].item() == pytest.approx(1 - max(p), abs=SUM)
+        assert pred.entropy[i].item() == pytest.approx(H, abs=SUM)
+        assert pred.expected_entropy[i].item() == pytest.approx(EH, abs=SUM)
+        assert pred.mutual_info[i].item() == pytest.approx(H - EH, abs=SUM)
+        assert pred.variance[i].item() == pytest.approx(var, abs=SUM)
 
 
 def test_entropy_decomposition_and_single_member():
     pred = _random_pred(S=8)
-    assert torch.allclose(pred.entropy, pred.expected_entropy + pred.mutual_info, atol=1e-12)
+    assert torch.allclose(pred.entropy, pred.expected_entropy + pred.mutual_info, atol=SUM)
     assert (pred.mutual_info >= 0).all() and (pred.variance >= 0).all()
     one = _random_pred(S=1)
     assert torch.equal(one.mutual_info, torch.zeros(one.num_points, dtype=torch.float64))
@@ -52,7 +56,8 @@ def test_two_dim_input_is_one_member_and_zero_handled():
     assert pred.member_probs.shape == (1, 2, 2) and pred.member_probs.dtype == torch.float64
     assert pred.entropy[0].item() == 0.0
     assert pred.entropy[1].item() == pytest.approx(math.log(2))
-    assert set(SCORES) == {"msp", "entropy", "expected_entropy", "mutual_info", "variance"}
+    assert SCORES == ("msp", "entropy", "expected_entropy", "mutual_info", "variance", "energy", "max_logit")
+    assert pred.available_scores == ("msp", "entropy")  # S = 1, no logits
     with pytest.raises(ValueError, match="unknown uncertainty score"):
         pred.score("bald")
 
@@ -76,3 +81,24 @@ def test_validation_errors(probs, match):
 def test_logit_shape_mismatch():
     with pytest.raises(ValueError, match="member_logits"):
         Predictive(torch.full((1, 2, 2), 0.5), torch.zeros(1, 3, 2))
+
+
+def test_logit_scores_average_member_logits_first():
+    # z̄ = mean_s z = [[1, 2, 3], [0, 0, 0]]; energy = −logsumexp z̄, max_logit = −max z̄ (torch-uncertainty)
+    z = torch.tensor([[[0.0, 2.0, 4.0], [1.0, -1.0, 0.0]], [[2.0, 2.0, 2.0], [-1.0, 1.0, 0.0]]], dtype=torch.float64)
+    pred = Predictive.from_logits(z)
+    energy = [-math.log(math.exp(1) + math.exp(2) + math.exp(3)), -math.log(3)]
+    # a few ulps of log / exp in float64 on numbers of order 1
+    assert pred.energy.tolist() == pytest.approx(energy, abs=1e-14, rel=0)
+    assert pred.max_logit.tolist() == [-3.0, -0.0]
+    assert pred.available_scores == SCORES
+    assert torch.equal(pred.score("energy"), pred.energy)
+
+
+def test_available_scores_and_missing_logits():
+    probs_only = Predictive(torch.full((3, 2, 4), 0.25, dtype=torch.float64))
+    assert probs_only.available_scores == ("msp", "entropy", "expected_entropy", "mutual_info", "variance")
+    with pytest.raises(ValueError, match="energy: needs member_logits"):
+        _ = probs_only.energy
+    one = Predictive.from_logits(torch.zeros(2, 3, dtype=torch.float64))
+    assert one.available_scores == ("msp", "entropy", "energy", "max_logit")

@@ -1,13 +1,16 @@
 """Uncertainty and calibration metrics (benchmarks.md §1): ``evaluate`` returns every key of the benchmark.
 
 Keys are lower-case ``group/name``: ``cls/acc``, ``cal/{nll,brier,ece,mce,aece,cwece}``, ``sel/aurc`` and, per OOD
-set and score, ``ood/<set>/<score>/{auroc,aupr_in,aupr_out,fpr95}``. ``METRIC_INFO`` gives each key pattern's
-direction, display name and range; ``CONVENTIONS`` (or ``conventions(n_bins)``) the choices behind the numbers,
-which result records store and leaderboards print, because the field's tools disagree on them.
+set and score, ``ood/<set>/<score>/{auroc,aupr_in,aupr_out,fpr95}``; with ``ood_groups``, also
+``ood/near/<score>/<metric>`` and ``ood/far/<score>/<metric>``: the mean over the sets of that group.
+``METRIC_INFO`` gives each key pattern's direction, display name and range; ``CONVENTIONS`` (or
+``conventions(n_bins)``) the choices behind the numbers, which result records store and leaderboards print,
+because the field's tools disagree on them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,14 +45,15 @@ from ntkbayes.metrics.ood import (
     ood_metrics,
 )
 from ntkbayes.metrics.selective import aurc, aurc_from_confidence, risk_coverage
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import LOGIT_SCORES, MEMBER_SCORES, PROB_SCORES, SCORES, Predictive
 
 __all__ = [
-    "CONVENTIONS", "DEFAULT_N_BINS", "Direction", "LOG_PROB_FLOOR", "METRIC_INFO", "MetricInfo",
-    "OOD_METRICS", "ReliabilityBins", "SCORES", "accuracy", "adaptive_bins", "adaptive_ece", "aupr_in",
+    "CONVENTIONS", "DEFAULT_N_BINS", "Direction", "LOG_PROB_FLOOR", "LOGIT_SCORES", "MEMBER_SCORES", "METRIC_INFO",
+    "MetricInfo", "OOD_GROUPS", "OOD_METRICS", "PROB_SCORES", "ReliabilityBins", "SCORES", "accuracy",
+    "adaptive_bins", "adaptive_ece", "aupr_in",
     "aupr_out", "aurc", "aurc_from_confidence", "auroc", "average_precision", "bin_edges", "bin_index",
     "brier", "classwise_ece", "conventions", "ece", "evaluate", "evaluate_ood", "fpr95", "mce", "metric_info",
-    "nll", "ood_metrics", "reliability_bins", "risk_coverage", "top_label",
+    "higher_is_better", "nll", "ood_group_means", "ood_metrics", "reliability_bins", "risk_coverage", "top_label",
 ]
 
 
@@ -106,19 +110,37 @@ METRIC_INFO: dict[str, MetricInfo] = {
                                              "average precision, OOD positive, score"),
     "ood/<set>/<score>/fpr95": MetricInfo("FPR95 (OOD positive, TPR 95 %)", Direction.LOWER, (0.0, 1.0),
                                           "fraction of ID with score ≥ the ⌈0.95·n_ood⌉-th largest OOD score"),
+    "shift/<kind>/<severity>/acc": MetricInfo("Accuracy under shift", Direction.HIGHER, (0.0, 1.0),
+                                              "cls/acc on the shifted test set"),
+    "shift/<kind>/<severity>/nll": MetricInfo("NLL under shift (nats)", Direction.LOWER, (0.0, _INF),
+                                              "cal/nll on the shifted test set"),
+    "shift/<kind>/<severity>/ece": MetricInfo(f"ECE under shift ({_B} bins)", Direction.LOWER, (0.0, 1.0),
+                                              "cal/ece on the shifted test set"),
 }
+
+#: Near / far OOD groups a dataset may declare for its OOD sets (``DatasetSplits.ood_groups``; default "near").
+OOD_GROUPS = ("near", "far")
 
 
 def metric_info(key: str) -> MetricInfo:
-    """The ``MetricInfo`` of a concrete key ("ood/far/msp/auroc" resolves to "ood/<set>/<score>/auroc")."""
+    """The ``MetricInfo`` of a concrete key: "ood/far/msp/auroc" resolves to "ood/<set>/<score>/auroc",
+    "shift/rotation/3/acc" to "shift/<kind>/<severity>/acc"; ValueError for a key no pattern matches."""
     if key in METRIC_INFO:
         return METRIC_INFO[key]
     parts = key.split("/")
-    if len(parts) == 4 and parts[0] == "ood" and parts[1] and parts[2] in SCORES:
-        pattern = f"ood/<set>/<score>/{parts[3]}"
+    if len(parts) == 4 and all(parts) and parts[0] in ("ood", "shift") and (parts[0] != "ood" or parts[2] in SCORES):
+        pattern = f"ood/<set>/<score>/{parts[3]}" if parts[0] == "ood" else f"shift/<kind>/<severity>/{parts[3]}"
         if pattern in METRIC_INFO:
             return METRIC_INFO[pattern]
     raise ValueError(f"metric key {key!r}: unknown; expected one of {', '.join(METRIC_INFO)}")
+
+
+def higher_is_better(key: str) -> bool | None:
+    """True / False from ``METRIC_INFO`` (the one source of directions); None for a key it does not know."""
+    try:
+        return metric_info(key).direction is Direction.HIGHER
+    except ValueError:
+        return None
 
 
 def conventions(n_bins: int = DEFAULT_N_BINS) -> dict:
@@ -141,6 +163,12 @@ def conventions(n_bins: int = DEFAULT_N_BINS) -> dict:
         "aurc": "mean over k = 1..N of the error rate among the k most confident (stable descending sort)",
         "ood_scores": list(SCORES),
         "ood_score_direction": "larger = more OOD",
+        "ood_scores_available": f"{', '.join(MEMBER_SCORES)} only for S > 1 members; "
+        f"{', '.join(LOGIT_SCORES)} only with member logits; absent otherwise (never a constant)",
+        "ood_logit_scores": "member logits averaged first (torch-uncertainty): energy = -logsumexp_c mean_s z, "
+        "max_logit = -max_c mean_s z (negated: larger = more OOD)",
+        "ood_groups": "ood/near/... and ood/far/...: unweighted mean over the OOD sets of that group "
+        "(declared by the dataset; undeclared sets are near)",
         "ood_positive": "ood",
         "auroc_ties": "averaged (half credit), as scikit-learn",
         "aupr": "step-wise average precision (scikit-learn); aupr_in: ID positive with -score; aupr_out: OOD positive",
@@ -165,6 +193,7 @@ def evaluate(
     labels: torch.Tensor,
     ood: dict[str, Predictive] | None = None,
     n_bins: int = DEFAULT_N_BINS,
+    ood_groups: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Every benchmark metric for one predictive (benchmarks.md §1), as plain floats.
 
@@ -172,8 +201,11 @@ def evaluate(
         pred: predictive on N test points with C classes (member probabilities (S, N, C)).
         labels: (N,) integer labels in [0, C).
         ood: optional {set name: Predictive on M_set OOD points with the same C}; adds
-            ``ood/<set>/<score>/{auroc,aupr_in,aupr_out,fpr95}`` for every score in ``SCORES``.
+            ``ood/<set>/<score>/{auroc,aupr_in,aupr_out,fpr95}`` for every score both predictives can produce
+            (``Predictive.available_scores``).
         n_bins: bins of ECE, MCE, adaptive ECE and classwise ECE.
+        ood_groups: optional {set name: "near" | "far"} (sets not named are "near"); adds
+            ``ood/near/<score>/<metric>`` and ``ood/far/<score>/<metric>`` (``ood_group_means``).
 
     Returns:
         {key: value} with ``cls/acc``, ``cal/nll``, ``cal/brier``, ``cal/ece``, ``cal/mce``, ``cal/aece``,
@@ -204,7 +236,37 @@ def evaluate(
         "cal/cwece": classwise_ece(probs, labels, n_bins),
         "sel/aurc": aurc_from_confidence(conf, correct),
     }
-    for set_name, p_ood in (ood or {}).items():
-        for sub, value in evaluate_ood(pred, p_ood).items():
+    per_set = {set_name: evaluate_ood(pred, p_ood) for set_name, p_ood in (ood or {}).items()}
+    for set_name, values in per_set.items():
+        for sub, value in values.items():
             out[f"ood/{set_name}/{sub}"] = value
+    if ood_groups is not None:
+        for key, value in ood_group_means(per_set, ood_groups).items():
+            if key in out and out[key] != value:
+                raise ValueError(f"ood: set name {key.split('/')[1]!r} collides with the averaged "
+                                 f"{key.split('/')[1]} OOD group; rename the set")
+            out[key] = value
+    return out
+
+
+def ood_group_means(per_set: dict[str, dict[str, float]], ood_groups: dict[str, str]) -> dict[str, float]:
+    """``ood/<group>/<score>/<metric>`` = unweighted mean over the sets of the group that have that key.
+
+    Args:
+        per_set: {set name: {"<score>/<metric>": value}} (``evaluate_ood`` of each set).
+        ood_groups: {set name: "near" | "far"}; sets not named are "near"; a name not in ``per_set`` is an error.
+    """
+    if not isinstance(ood_groups, dict):
+        raise TypeError(f"ood_groups: expected a dict of set name -> 'near' | 'far', got {type(ood_groups).__name__}")
+    for set_name, group in ood_groups.items():
+        if set_name not in per_set:
+            raise ValueError(f"ood_groups: set {set_name!r} is not an OOD set; have {', '.join(per_set) or 'none'}")
+        if group not in OOD_GROUPS:
+            raise ValueError(f"ood_groups[{set_name!r}]: expected one of {list(OOD_GROUPS)}, got {group!r}")
+    out = {}
+    for group in OOD_GROUPS:
+        members = [per_set[s] for s in per_set if ood_groups.get(s, "near") == group]
+        for sub in dict.fromkeys(k for values in members for k in values):
+            vals = [values[sub] for values in members if sub in values]
+            out[f"ood/{group}/{sub}"] = math.fsum(vals) / len(vals)
     return out

@@ -1,4 +1,4 @@
-"""Method-to-method comparison of predictive distributions on the same points (issue 6, benchmarks.md §1).
+"""Method-to-method comparison of predictive distributions on the same points (benchmarks.md §1).
 
 Two predictives ``a`` and ``b`` on the same N points with C classes are compared in three ways:
 
@@ -6,8 +6,8 @@ Two predictives ``a`` and ``b`` on the same N points with C classes are compared
    KL(p‖q) = Σ_c p_c log(p_c / q_c) both ways, Jensen–Shannon JS = ½ KL(p‖m) + ½ KL(q‖m) with m = ½(p + q)
    (Lin 1991), total variation TV = ½ Σ_c |p_c − q_c| and top-1 agreement 1[argmax p = argmax q], each per point
    and then averaged over points;
-2. their uncertainty scores (``Predictive.SCORES``): Spearman rank correlation over the N points (ties get average
-   ranks, as ``scipy.stats.spearmanr``);
+2. their probability-based uncertainty scores (``PROB_SCORES``): Spearman rank correlation over the N points (ties
+   get average ranks, as ``scipy.stats.spearmanr``);
 3. for sample-based predictives (S ≥ 2 on both sides) the distance, per point, between the two empirical
    distributions of member probability vectors: energy distance in the simplex with the Euclidean norm
    (Székely & Rizzo 2013) and the 1-Wasserstein distance of each class probability, averaged over classes.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import PROB_SCORES, Predictive
 
 #: Member-distribution distances need at least this many members on both sides. An S = 1 predictive may be a
 #: moment-matched or probit-approximated mean rather than a sample, and treating it as a point mass would make the
@@ -243,7 +243,7 @@ def compare(
             method with many others computes its O(S²) self term once.
 
     Returns:
-        Dict with the keys of ``MEASURES`` and ``spearman/<score>`` for each score in ``SCORES``; every value a
+        Dict with the keys of ``MEASURES`` and ``spearman/<score>`` for each score in ``PROB_SCORES``; every value a
         float (means over the N points). ``spearman/<score>`` is NaN where either side's score is constant;
         ``energy`` and ``w1`` are NaN unless both sides have at least ``MIN_MEMBERS_FOR_DISTRIBUTION`` members;
         ``kl_ab``/``kl_ba`` are +inf where a zero probability meets a positive one (see ``kl_inf_frac``).
@@ -274,7 +274,7 @@ def compare(
     out["w1"] = float(wasserstein1(a, b).mean()) if sampled else float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for name in SCORES:
+        for name in PROB_SCORES:
             out[f"spearman/{name}"] = spearman(pred_a.score(name).numpy(), pred_b.score(name).numpy())
     return out
 

@@ -1,7 +1,9 @@
 """Out-of-distribution detection metrics: AUROC, AUPR-In, AUPR-Out, FPR95 (benchmarks.md §1, "OOD detection").
 
 OOD is the positive class (OpenOOD v1.5, torch-uncertainty); every score is "larger = more OOD" (``SCORES`` of
-``ntkbayes.predictive``: msp, entropy, expected_entropy, mutual_info, variance).
+``ntkbayes.predictive``: msp, entropy, expected_entropy, mutual_info, variance, energy, max_logit). Only the scores
+both predictives can produce are evaluated (``Predictive.available_scores``: no member scores for S = 1, no logit
+scores without logits).
 
 - AUROC: the Mann–Whitney form P(s_ood > s_id) + ½ P(s_ood = s_id) computed from average ranks (Hanley & McNeil
   1982, eq. 2), identical to scikit-learn's ``roc_auc_score`` including ties.
@@ -12,8 +14,8 @@ OOD is the positive class (OpenOOD v1.5, torch-uncertainty); every score is "lar
   FPR95 = fraction of ID points with score ≥ t: the ID false-alarm rate once 95 % of OOD is caught. The older
   ID-positive convention gives different numbers (0.578 vs 0.500 on one synthetic example).
 
-A constant score (mutual_info or variance for S = 1) gives AUROC 0.5, AUPR-Out = n_ood / (n_id + n_ood),
-AUPR-In = n_id / (n_id + n_ood) and FPR95 = 1: defined, never NaN.
+A constant score (e.g. a score asked for explicitly on S = 1 predictives) gives AUROC 0.5,
+AUPR-Out = n_ood / (n_id + n_ood), AUPR-In = n_id / (n_id + n_ood) and FPR95 = 1: defined, never NaN.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ntkbayes.metrics.calibration import _check_vector
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import Predictive
 
 #: OOD recall, in percent, at which FPR95 reads the ID false-positive rate (integer so ⌈0.95·n⌉ is exact).
 FPR_RECALL_PERCENT = 95
@@ -130,14 +132,18 @@ def ood_metrics(score_id: torch.Tensor, score_ood: torch.Tensor) -> dict[str, fl
 
 
 def evaluate_ood(
-    pred_id: Predictive, pred_ood: Predictive, scores: tuple[str, ...] = SCORES
+    pred_id: Predictive, pred_ood: Predictive, scores: tuple[str, ...] | None = None
 ) -> dict[str, float]:
     """Every OOD metric for every score: keys ``<score>/<metric>``; pred_id on N ID points, pred_ood on M OOD
-    points, both with C classes."""
+    points, both with C classes. ``scores``: default, every score both predictives can produce
+    (``available_scores``)."""
     if pred_ood.num_classes != pred_id.num_classes:
         raise ValueError(
             f"pred_ood: has {pred_ood.num_classes} classes, the ID predictive has {pred_id.num_classes}"
         )
+    if scores is None:
+        have = set(pred_ood.available_scores)
+        scores = tuple(s for s in pred_id.available_scores if s in have)
     out = {}
     for name in scores:
         for metric, value in ood_metrics(pred_id.score(name), pred_ood.score(name)).items():

@@ -1,4 +1,4 @@
-"""``ntkbayes compare DIR``: method × method comparison of saved predictive distributions (issue 6).
+"""``ntkbayes compare DIR``: method × method comparison of saved predictive distributions.
 
 Runs of a results store are matched when they share the dataset, its options and the seed (so they predicted on the
 very same test and OOD points); for every pair of methods ``ntkbayes.metrics.compare.compare`` is computed on the
@@ -11,7 +11,7 @@ Output under DIR::
     compare/<dataset>/<split>__<measure>.csv   full precision, rows and columns = method labels
     compare/<dataset>/<split>__<measure>.md    the same, rounded, as a Markdown table
     compare/summary.md                         the headline: NTK ensembles vs Laplace, GP and deep ensembles
-    figures/compare_<dataset>_<split>.{png,pdf} heatmaps of the main measures
+    figures/compare_<dataset>_test.png         heatmaps of the main measures on test points (``HEATMAP_SPLITS``)
 
 ``<split>`` is ``test`` or ``ood_<set>``; ``<measure>`` is one of ``MATRIX_MEASURES`` with "/" written as "_".
 """
@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ntkbayes import results as _results
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import STATUS_OK, ResultsStore
 from ntkbayes.metrics.compare import MIN_MEMBERS_FOR_DISTRIBUTION, compare, mean_pairwise_distance
-from ntkbayes.predictive import SCORES, Predictive
-from ntkbayes.report.leaderboard import effective_records, long_frame
+from ntkbayes.predictive import PROB_SCORES, Predictive
+from ntkbayes.report.tables import format_number, markdown_table
 
 _SCORE_NAMES = {"msp": "1 − max p", "entropy": "predictive entropy", "expected_entropy": "expected entropy",
                 "mutual_info": "mutual information", "variance": "member variance"}
@@ -49,16 +50,21 @@ MATRIX_MEASURES: dict[str, tuple[str, str, tuple[float | None, float | None], st
     "energy": ("energy", "energy distance of member distributions", (0.0, None), "rocket_r"),
     "w1": ("w1", "1-Wasserstein of member probabilities (mean over classes)", (0.0, None), "rocket_r"),
     **{f"spearman/{s}": (f"spearman/{s}", f"Spearman ρ of {_SCORE_NAMES.get(s, s)}", (-1.0, 1.0), "vlag")
-       for s in SCORES},
+       for s in PROB_SCORES},
 }
 
-#: The measures drawn as heatmaps (all are written as tables): the headline divergence, the disagreement in
-#: decisions, the member-distribution distance and the rank agreement of total and epistemic uncertainty.
-HEATMAP_MEASURES = ("js", "tv", "agree", "energy", "spearman/entropy", "spearman/mutual_info")
+#: The measures drawn as heatmaps (all are written as tables; four = one page): the headline divergence, the
+#: agreement of decisions and the rank agreement of total and epistemic uncertainty.
+HEATMAP_MEASURES = ("js", "agree", "spearman/entropy", "spearman/mutual_info")
 
-#: Label prefix of the NTK-ensemble variants in the headline, and the reference families (label substring → name).
-NTK_PREFIX = "ntk_ensemble"
-REFERENCE_FAMILIES = {"laplace": "Laplace", "gp": "GP", "deep_ensemble": "deep ensemble"}
+#: Splits drawn as heatmaps: the test points (every split's matrices are written as tables and linked from the
+#: report; drawing each OOD set too would triple the drawing time for figures few read).
+HEATMAP_SPLITS = ("test",)
+
+#: Families (``record["family"]``; the method name for records without one) of the NTK-ensemble variants in the
+#: headline, and the reference families → display name. Matched exactly, never by substring.
+NTK_FAMILIES = ("ntk", "ntk_ensemble")
+REFERENCE_FAMILIES = {"laplace": "Laplace", "gp": "GP", "ensemble": "deep ensemble", "deep_ensemble": "deep ensemble"}
 
 _SAFE = re.compile(r"[^0-9A-Za-z._=-]+")
 
@@ -73,7 +79,7 @@ def load_runs(
 ) -> dict[str, dict[int, dict[str, dict]]]:
     """Group a store's ``ok`` records into matched runs: dataset → seed → method label → record.
 
-    Dataset and method names are the leaderboard's (``leaderboard.long_frame``: the suite's dataset and method
+    Dataset and method names are the leaderboard's (``ntkbayes.results.cells``: the suite's dataset and method
     labels, with a short hash where one label covers different options or parameters), so runs match only on
     identical data and tables line up with the leaderboard. ``datasets`` filters by dataset label or name,
     ``methods`` by method label or name; each given name must match something, or ``UserError`` names it.
@@ -81,15 +87,18 @@ def load_runs(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"results directory {root} does not exist")
-    records = [r for r in effective_records(root) if r["status"] == STATUS_OK]
+    try:
+        records = [r for r in _results.records(root) if r["status"] == STATUS_OK]
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not records:
         raise UserError(f"{root}: no 'ok' records in {root / 'records.jsonl'}")
-    names = long_frame(records).drop_duplicates("run_id").set_index("run_id")
+    names = _results.cells(records).set_index("run_id")
     runs: dict[str, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     aliases: dict[str, set[str]] = defaultdict(set)  # dataset → names it answers to
     for r in records:
         ds, label = names.loc[r["run_id"], "dataset"], names.loc[r["run_id"], "method"]
-        runs[ds][int(r["seed"])][label] = r
+        runs[ds][int(r["seed"])][label] = {**r, "family": names.loc[r["run_id"], "family"]}
         aliases[ds] |= {ds, str(r.get("dataset_label") or r["dataset"]), str(r["dataset"])}
     runs = {k: dict(v) for k, v in runs.items()}
     if datasets is not None:
@@ -126,16 +135,17 @@ def load_predictives(store: ResultsStore, record: Mapping) -> dict[str, Predicti
 
 
 def _mean_over_seeds(per_seed: list[dict[tuple[str, str], float]], labels: list[str]) -> tuple[pd.DataFrame, ...]:
-    total = pd.DataFrame(0.0, index=labels, columns=labels)
-    count = pd.DataFrame(0, index=labels, columns=labels)
+    pos = {lab: i for i, lab in enumerate(labels)}
+    total = np.zeros((len(labels), len(labels)))
+    count = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for cells in per_seed:
         for (a, b), value in cells.items():
             if not math.isnan(value):
-                total.loc[a, b] += value
-                count.loc[a, b] += 1
+                total[pos[a], pos[b]] += value
+                count[pos[a], pos[b]] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count.where(count > 0)
-    return mean, count
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return (pd.DataFrame(mean, index=labels, columns=labels), pd.DataFrame(count, index=labels, columns=labels))
 
 
 def _self_distance(cache: dict, key: tuple[str, str], pred: Predictive) -> torch.Tensor | None:
@@ -187,43 +197,27 @@ def compare_dataset(store: ResultsStore, seeds: Mapping[int, Mapping[str, dict]]
     return out
 
 
-def format_number(value: float, digits: int = 4) -> str:
-    """Compact display of a table cell: 4 significant digits, ∞ for +inf, n/a for NaN."""
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    value = float(value)
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return f"{value:.{digits}g}"
-
-
-def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
-    """A GitHub Markdown table of a DataFrame (numbers through ``format_number``, strings as they are)."""
-    def cell(v) -> str:
-        return format_number(v) if isinstance(v, (float, int, np.floating, np.integer)) else str(v).replace("|", "\\|")
-
-    head = [index_name or (df.index.name or "")] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(df.columns)) + "|"]
-    for idx, row in df.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [cell(v) for v in row]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def headline_tables(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[str, pd.DataFrame | str]:
+def headline_tables(
+    results: Mapping[str, Mapping[str, pd.DataFrame]], families: Mapping[str, str] | None = None
+) -> dict[str, pd.DataFrame | str]:
     """Per dataset, how close each NTK-ensemble variant's predictive is to Laplace, GP and deep-ensemble runs.
+
+    Args:
+        results: dataset → matrices (``compare_dataset``).
+        families: method label → family (``record["family"]``; ``ntkbayes.results.cells``); a label not in it
+            counts as the family named like its method (the label up to "[").
 
     Rows (index "NTK variant") per (variant, reference method): JS, TV, top-1 agreement and Spearman ρ of mutual
     information on test points, JS and ρ(MI) averaged over the OOD sets, and ★ in ``closest`` for the reference
     with the smallest test JS for that variant. A dataset without NTK variants or references maps to a note (str).
     """
+    families = dict(families or {})
     out: dict[str, pd.DataFrame | str] = {}
     for dataset, mats in results.items():
         labels = list(mats["test/js"].index) if "test/js" in mats else []
-        ntk = [lab for lab in labels if lab.startswith(NTK_PREFIX)]
-        refs = [(lab, fam) for lab in labels if not lab.startswith(NTK_PREFIX)
-                for sub, fam in REFERENCE_FAMILIES.items() if sub in lab.lower()]
+        fam = {lab: families.get(lab, lab.split("[", 1)[0]) for lab in labels}
+        ntk = [lab for lab in labels if fam[lab] in NTK_FAMILIES]
+        refs = [(lab, REFERENCE_FAMILIES[fam[lab]]) for lab in labels if fam[lab] in REFERENCE_FAMILIES]
         if not ntk or not refs:
             out[dataset] = ("no ntk_ensemble run" if not ntk else "no Laplace, GP or deep-ensemble run") + \
                 " on this dataset; nothing to summarize."
@@ -232,8 +226,8 @@ def headline_tables(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> dict[s
         rows = []
         for v in ntk:
             best = min(refs, key=lambda r: _nan_high(mats["test/js"].loc[v, r[0]]))[0]
-            for ref, fam in refs:
-                row = {"NTK variant": v, "reference": ref, "family": fam,
+            for ref, ref_family in refs:
+                row = {"NTK variant": v, "reference": ref, "family": ref_family,
                        "JS test": mats["test/js"].loc[v, ref], "TV test": mats["test/tv"].loc[v, ref],
                        "agree test": mats["test/agree"].loc[v, ref],
                        "ρ MI test": mats["test/spearman/mutual_info"].loc[v, ref]}
@@ -255,11 +249,11 @@ HEADLINE_INTRO = (
 )
 
 
-def headline(results: Mapping[str, Mapping[str, pd.DataFrame]]) -> str:
+def headline(results: Mapping[str, Mapping[str, pd.DataFrame]], families: Mapping[str, str] | None = None) -> str:
     """Markdown answering at a glance: how close is each NTK-ensemble variant to Laplace, GP and deep ensembles?
     (``headline_tables`` as Markdown.)"""
     lines = ["# How close are NTK ensembles to Bayesian references?", "", HEADLINE_INTRO, ""]
-    for dataset, table in headline_tables(results).items():
+    for dataset, table in headline_tables(results, families).items():
         lines.append(f"## {dataset}\n")
         if isinstance(table, str):
             lines.append(f"_{table}_\n")
@@ -296,10 +290,10 @@ def write_matrices(out_dir: Path, mats: Mapping[str, pd.DataFrame]) -> list[Path
 
 def heatmap_figures(out: Path, dataset: str, mats: Mapping[str, pd.DataFrame]) -> list[Path]:
     """Heatmaps of ``HEATMAP_MEASURES``, one figure per split, as ``out/figures/compare_<dataset>_<split>``."""
-    from ntkbayes.report.figures import comparison_heatmaps
+    from ntkbayes.report.heatmaps import comparison_heatmaps
 
     paths = []
-    for split in sorted({k.split("/", 1)[0] for k in mats}):
+    for split in sorted({k.split("/", 1)[0] for k in mats} & set(HEATMAP_SPLITS)):
         panels, styles = {}, {}
         for measure in HEATMAP_MEASURES:
             df = mats.get(f"{split}/{measure}")
@@ -371,33 +365,14 @@ def compare_store(
         if figures:
             heatmap_figures(out, dataset, mats)
     (out / "compare").mkdir(parents=True, exist_ok=True)
-    (out / "compare" / "summary.md").write_text(headline(results))
+    families = {lab: rec["family"] for per in runs.values() for ms in per.values() for lab, rec in ms.items()}
+    (out / "compare" / "summary.md").write_text(headline(results, families))
     return results
-
-
-def main_compare(args) -> int:
-    """CLI ``ntkbayes compare DIR [--dataset ...] [--methods ...] [--output OUTDIR]``: writes OUTDIR/compare/
-    (tables, summary.md) and OUTDIR/figures/ (heatmaps); OUTDIR defaults to DIR."""
-    root = Path(_arg(args, "dir", "results_dir", "path", "root"))
-    out = Path(_arg(args, "output") or root)
-    if out.suffix:
-        raise UserError(f"--output {out}: expected a directory (compare writes several tables and figures)")
-    results = compare_store(root, _arg(args, "dataset", "datasets"), _arg(args, "methods", "method"), out_dir=out)
-    n = sum(len({k.split("/", 1)[0] for k in m}) for m in results.values())
-    print(f"compared {len(results)} dataset(s), {n} split(s): tables in {out / 'compare'}, "
-          f"summary {out / 'compare' / 'summary.md'}, heatmaps in {out / 'figures'}")
-    return 0
-
-
-def _arg(args, *names: str):
-    for name in names:
-        if getattr(args, name, None) is not None:
-            return getattr(args, name)
-    return None
 
 
 __all__ = [
     "HEATMAP_MEASURES",
+    "HEATMAP_SPLITS",
     "MATRIX_MEASURES",
     "compare_dataset",
     "compare_dir",
@@ -408,7 +383,7 @@ __all__ = [
     "heatmap_stem",
     "load_predictives",
     "load_runs",
-    "main_compare",
+    "format_number",
     "markdown_table",
     "read_matrices",
     "safe_name",

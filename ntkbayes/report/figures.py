@@ -1,5 +1,5 @@
-"""Figures of the report (issue 6): reliability diagrams, OOD score histograms, risk–coverage curves, uncertainty
-maps over the plane, comparison heatmaps and generic (lazy-regime) line plots.
+"""Figures of the report: reliability diagrams, OOD score histograms, risk–coverage curves, uncertainty
+maps over the plane, generic (lazy-regime) line plots (comparison heatmaps: ``report.heatmaps``).
 
 Every function takes plain data (arrays, tensors, DataFrames keyed by method label) and an output path *stem*
 (``figures/reliability_moons``), writes ``<stem>.png`` and ``<stem>.pdf`` (``FORMATS``) and returns those paths.
@@ -8,6 +8,12 @@ state, so they work headless, from threads, and leak no open figures. Convention
 reliability bins are the ECE bins (15 equal-width on top-label confidence, last bin closed:
 ``metrics.reliability_bins``), risk–coverage is ``metrics.risk_coverage``, uncertainty scores are ``Predictive``'s
 (natural log).
+
+Figures are sized to be read at 1400 px: at most ``MAX_COLUMNS`` panels per row at ``DPI``; grids with more methods
+than that (OOD histograms; comparison heatmaps: ``report.heatmaps``) are split into
+pages ``<stem>.png``, ``<stem>_p2.png``, … (``page_stems``). Each figure has at most one colour bar. Files are
+byte-deterministic: no creation dates or software versions in PNG or PDF metadata, layout computed once per figure
+(constrained layout on the first save, then frozen, which also halves the drawing time).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -28,20 +33,26 @@ from matplotlib.figure import Figure
 from ntkbayes.metrics.calibration import DEFAULT_N_BINS, reliability_bins, top_label
 from ntkbayes.predictive import Predictive
 
-#: Raster resolution of the PNGs: sharp in a browser at 100 % and small enough (~100 kB) to keep the report light.
-DPI = 120
+#: Raster resolution of the PNGs: sharp in a browser at 100 %, a 4-panel row (~12 in) fits 1400 px, and small files.
+DPI = 100
 
-#: File formats of every figure: PNG for the HTML report, PDF (vector) for papers.
-FORMATS = ("png", "pdf")
+#: File formats of every figure: PNG for the HTML report. Add "pdf" for vector figures for a paper
+#: (``figures.FORMATS = ("png", "pdf")``); the report links a figure's PDF when it exists. PNG only by default: the
+#: PDF pass costs about a fifth of the drawing time and few readers use it.
+FORMATS = ("png",)
 
-#: Panels per row before a multi-method figure wraps, so a suite with ten methods still fits a page width.
-MAX_COLUMNS = 5
+#: Panels per row before a multi-method figure wraps (or pages), so every figure fits 1400 px at ``DPI``.
+MAX_COLUMNS = 4
+
+#: Metadata written into every file: none that varies between runs or machines (dates, versions).
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 #: Side of one panel in inches.
 PANEL = 3.0
 
-#: Scores drawn in OOD histograms by default: one confidence-based, the total and the epistemic part.
-DEFAULT_HIST_SCORES = ("msp", "entropy", "mutual_info")
+#: Scores drawn in OOD histograms by default: the confidence-based baseline and the epistemic part (the total
+#: entropy ranks points almost like 1 − max p; its AUROCs are in the leaderboard).
+DEFAULT_HIST_SCORES = ("msp", "mutual_info")
 
 #: A score whose range over ID and OOD points is below this (relative) is drawn as "constant" instead of as a
 #: histogram with one spike (mutual information and variance of S = 1 predictors are exactly 0).
@@ -53,7 +64,15 @@ SCORE_LABELS = {
     "expected_entropy": "expected entropy",
     "mutual_info": "mutual information",
     "variance": "member variance",
+    "energy": "energy −logsumexp z̄",
+    "max_logit": "−max logit",
 }
+
+
+def page_stems(stem: str | Path, pages: int) -> list[Path]:
+    """The stems of a figure's pages: ``stem`` then ``stem_p2``, ``stem_p3``, …"""
+    stem = Path(stem)
+    return [stem] + [stem.with_name(f"{stem.name}_p{i}") for i in range(2, pages + 1)]
 
 
 def _save(fig: Figure, stem: str | Path) -> list[Path]:
@@ -63,7 +82,8 @@ def _save(fig: Figure, stem: str | Path) -> list[Path]:
     paths = []
     for ext in FORMATS:  # constrained layout already fits everything: no extra bbox_inches="tight" draw
         paths.append(stem.with_name(f"{stem.name}.{ext}"))
-        fig.savefig(paths[-1], dpi=DPI)
+        fig.savefig(paths[-1], dpi=DPI, metadata=_METADATA.get(ext))
+        fig.set_layout_engine("none")  # keep the positions of the first save: one layout pass per figure
     return paths
 
 
@@ -166,19 +186,36 @@ def ood_histograms(
         bins: histogram bins (shared by ID and OOD within a panel).
 
     Returns:
-        The written paths, [PNG, PDF].
+        The written paths, [PNG, PDF] of each page (``MAX_COLUMNS`` methods per page, ``page_stems``).
     """
     _check_mapping(data, "ood_histograms: data")
     methods = list(data)
     scores = list(dict.fromkeys(s for per in data.values() for s in per))
-    fig = _figure(2.8 * len(methods), 2.2 * len(scores) + 0.5)
+    pages = [methods[i:i + MAX_COLUMNS] for i in range(0, len(methods), MAX_COLUMNS)]
+    paths = []
+    for k, (page, page_stem) in enumerate(zip(pages, page_stems(stem, len(pages)))):
+        part = f" ({k + 1}/{len(pages)})" if len(pages) > 1 else ""
+        paths += _ood_page({m: data[m] for m in page}, scores, page_stem, ood_name, (title or "") + part, bins)
+    return paths
+
+
+def _ood_page(data, scores: list[str], stem, ood_name: str, title: str, bins: int) -> list[Path]:
+    methods = list(data)
+    fig = _figure(2.8 * len(methods) + 0.4, 2.2 * len(scores) + 0.8)
     with sns.axes_style("whitegrid"):
         axes = fig.subplots(len(scores), len(methods), squeeze=False)
     for j, method in enumerate(methods):
         for i, score in enumerate(scores):
             ax = axes[i, j]
-            if score not in data[method]:
-                ax.set_visible(False)
+            if i == 0:
+                ax.set_title(method, fontsize=9)
+            if score not in data[method]:  # e.g. mutual information of a single network: absent, not constant
+                ax.text(0.5, 0.5, "not available\n(single member)" if score in ("mutual_info", "variance",
+                        "expected_entropy") else "not available", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
                 continue
             id_s, ood_s = (np.asarray(v, dtype=np.float64).ravel() for v in data[method][score])
             lo, hi = float(min(id_s.min(), ood_s.min())), float(max(id_s.max(), ood_s.max()))
@@ -191,12 +228,11 @@ def ood_histograms(
                 ax.set_yticks([])
                 continue
             edges = np.linspace(lo, hi, bins + 1)
-            ax.hist(id_s, bins=edges, density=True, alpha=0.55, color="tab:blue", label="ID test")
-            ax.hist(ood_s, bins=edges, density=True, alpha=0.55, color="tab:orange", label=ood_name)
+            for values, colour, name in ((id_s, "tab:blue", "ID test"), (ood_s, "tab:orange", ood_name)):
+                density = np.histogram(values, bins=edges, density=True)[0]  # one artist per histogram, not bins
+                ax.stairs(density, edges, fill=True, alpha=0.55, color=colour, label=name)
             if j == 0:
                 ax.set_ylabel("density")
-            if i == 0:
-                ax.set_title(method, fontsize=9)
             ax.tick_params(labelsize=7)
     handles = [h for ax in axes.ravel() for h in [ax.get_legend_handles_labels()] if h[0]]
     if handles:
@@ -263,132 +299,73 @@ def uncertainty_maps(
     point_labels: np.ndarray | None = None,
     title: str | None = None,
 ) -> list[Path]:
-    """Maps over the plane for 2-D datasets: the predictive probability of the predicted class (top row of each
-    block) and the mutual information (bottom row), every method side by side, decision boundaries as white lines.
+    """Maps over the plane for 2-D datasets, every method side by side with its decision boundaries (white lines):
+    ``<stem>_confidence`` (the probability of the predicted class) and ``<stem>_mi`` (mutual information; shared
+    colour scale, so maps compare; "not available" for single-member predictives). One colour bar per figure.
 
     Args:
         grid_x: (G, 2) grid points, row-major with x fastest (the runner's 64 × 64 grid).
         grid_probs: method label → (S, G, C) member probabilities on the grid (or a ``Predictive``).
         stem: output path without suffix.
         points: optional (P, 2) points to overlay (e.g. training data), coloured by ``point_labels`` (P,).
-        title: figure title.
+        title: figure title (the quantity is appended).
 
     Returns:
-        The written paths, [PNG, PDF]. The mutual-information colour scale is shared by all methods, so maps compare.
+        The written paths: [PNG, PDF] of the confidence map, then of the mutual-information map.
     """
     _check_mapping(grid_probs, "uncertainty_maps: grid_probs")
     grid_x = np.asarray(grid_x, dtype=np.float64)
     if grid_x.ndim != 2 or grid_x.shape[1] != 2:
         raise ValueError(f"grid_x: expected shape (G, 2), got {grid_x.shape}")
     ny, nx = _grid_shape(grid_x)
-    extent = (grid_x[0, 0], grid_x[nx - 1, 0], grid_x[0, 1], grid_x[-1, 1])
     maps = {}
     for label, gp in grid_probs.items():
         pred = gp if isinstance(gp, Predictive) else Predictive(torch.as_tensor(np.asarray(gp)))
         if pred.num_points != grid_x.shape[0]:
             raise ValueError(f"grid_probs[{label!r}]: {pred.num_points} points, grid_x has {grid_x.shape[0]}")
         p = pred.probs.numpy()
-        maps[label] = (p.max(-1).reshape(ny, nx), pred.mutual_info.numpy().reshape(ny, nx),
-                       p.argmax(-1).reshape(ny, nx), p.shape[-1])
-    mi_max = max(float(m[1].max()) for m in maps.values()) or 1e-12
+        mi = pred.mutual_info.numpy().reshape(ny, nx) if "mutual_info" in pred.available_scores else None
+        maps[label] = (p.max(-1).reshape(ny, nx), mi, p.argmax(-1).reshape(ny, nx), p.shape[-1])
+    c_max = max(m[3] for m in maps.values())
+    mi_max = max((float(m[1].max()) for m in maps.values() if m[1] is not None), default=0.0) or 1e-12
+    stem = Path(stem)
+    base = title or "Predictive uncertainty over the plane"
+    draw = (grid_x, ny, nx, points, point_labels)
+    paths = _map_figure({k: (m[0], m[2], m[3]) for k, m in maps.items()}, draw, (1.0 / c_max, 1.0), "viridis",
+                        "max_c p (confidence)", stem.with_name(f"{stem.name}_confidence"), f"{base}: confidence")
+    paths += _map_figure({k: (m[1], m[2], m[3]) for k, m in maps.items()}, draw, (0.0, mi_max), "magma",
+                         "mutual information (nats)", stem.with_name(f"{stem.name}_mi"), f"{base}: mutual information")
+    return paths
+
+
+def _map_figure(maps, draw, lim, cmap: str, label: str, stem: Path, title: str) -> list[Path]:
+    grid_x, ny, nx, points, point_labels = draw
+    extent = (grid_x[0, 0], grid_x[nx - 1, 0], grid_x[0, 1], grid_x[-1, 1])
     n = len(maps)
     ncols = min(n, MAX_COLUMNS)
-    blocks = math.ceil(n / ncols)
-    fig = _figure(2.7 * ncols + 1.0, 2 * 2.6 * blocks + 0.5)
+    fig = _figure(2.7 * ncols + 1.0, 2.6 * math.ceil(n / ncols) + 0.7)
     with sns.axes_style("white"):
-        axes = fig.subplots(2 * blocks, ncols, squeeze=False, sharex=True, sharey=True)
-    conf_im = mi_im = None
-    for k, (label, (conf, mi, cls, c)) in enumerate(maps.items()):
-        row, col = 2 * (k // ncols), k % ncols
-        for r, (img, cmap, lim) in enumerate([(conf, "viridis", (1.0 / c, 1.0)), (mi, "magma", (0.0, mi_max))]):
-            ax = axes[row + r, col]
-            im = ax.imshow(img, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=lim[0], vmax=lim[1],
-                           interpolation="nearest")
-            if c > 1:
-                ax.contour(grid_x[:nx, 0], grid_x[::nx, 1], cls, levels=np.arange(c) + 0.5, colors="white",
-                           linewidths=0.7)
-            if points is not None:
-                pts = np.asarray(points)
-                ax.scatter(pts[:, 0], pts[:, 1], c=point_labels if point_labels is not None else "k", s=4,
-                           cmap="tab10", edgecolors="none", alpha=0.7)
-            ax.set_title(label if r == 0 else "", fontsize=9)
-            ax.tick_params(labelsize=7)
-            if col == 0:
-                ax.set_ylabel("max p" if r == 0 else "mutual info", fontsize=9)
-            if r == 0:
-                conf_im = im
-            else:
-                mi_im = im
-    for k in range(n, blocks * ncols):
-        axes[2 * (k // ncols), k % ncols].set_visible(False)
-        axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
-    fig.colorbar(conf_im, ax=axes[0::2, :].ravel().tolist(), label="max_c p (confidence)", shrink=0.9)
-    fig.colorbar(mi_im, ax=axes[1::2, :].ravel().tolist(), label="mutual information (nats)", shrink=0.9)
-    _suptitle(fig, title or "Predictive confidence and mutual information over the plane")
-    return _save(fig, stem)
-
-
-def comparison_heatmaps(
-    matrices: Mapping[str, pd.DataFrame],
-    stem: str | Path,
-    *,
-    styles: Mapping[str, Mapping] | None = None,
-    title: str | None = None,
-    fmt: str = ".3f",
-) -> list[Path]:
-    """Method × method heatmaps, one panel per measure; +inf and NaN cells are grey and written as ∞ / n/a.
-
-    Args:
-        matrices: panel title → (M, M) DataFrame (rows and columns method labels; row a, column b = measure(a, b)).
-        stem: output path without suffix.
-        styles: optional panel title → dict with ``vmin``, ``vmax`` (None or absent: from the finite values),
-            ``cmap`` for that panel.
-        title: figure title.
-        fmt: number format of the cell annotations (written when M ≤ 12).
-
-    Returns:
-        The written paths, [PNG, PDF].
-    """
-    _check_mapping(matrices, "comparison_heatmaps: matrices")
-    styles = styles or {}
-    n = len(matrices)
-    m = max(df.shape[0] for df in matrices.values())
-    longest = max(len(str(lab)) for df in matrices.values() for lab in df.index)
-    side = max(3.4, 0.5 * m + 0.07 * longest + 1.2)
-    ncols = min(n, 3)
-    fig = _figure(side * ncols, side * math.ceil(n / ncols) + 0.4)
-    axes = _grid(fig, n, ncols=ncols)
-    for ax, (name, df) in zip(axes, matrices.items()):
-        values = df.to_numpy(dtype=np.float64)
-        finite = np.isfinite(values)
-        style = dict(styles.get(name, {}))
-        cmap = matplotlib.colormaps[style.get("cmap", "viridis")].with_extremes(bad="0.85")
-        shown = finite.any()
-        vmin, vmax = style.get("vmin"), style.get("vmax")
-        vmin = vmin if vmin is not None else (float(values[finite].min()) if shown else 0.0)
-        vmax = vmax if vmax is not None else (float(values[finite].max()) if shown else 1.0)
-        im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
-        ax.grid(False)
-        if m <= 12:
-            for i in range(values.shape[0]):
-                for j in range(values.shape[1]):
-                    v = values[i, j]
-                    if np.isfinite(v):
-                        rgba = cmap(im.norm(v))
-                        light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5
-                        ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                                color="black" if light else "white")
-                    else:
-                        ax.text(j, i, "∞" if np.isinf(v) else "n/a", ha="center", va="center", fontsize=7,
-                                color="0.3")
-        ax.set_xticks(range(df.shape[1]), [str(c) for c in df.columns], rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(df.shape[0]), [str(i) for i in df.index], fontsize=7)
-        ax.set_title(textwrap.fill(name, 34), fontsize=9)
-        ax.set_xlabel("method b", fontsize=8)
-        ax.set_ylabel("method a", fontsize=8)
-        cbar = fig.colorbar(im, ax=ax, shrink=0.7)
-        cbar.ax.tick_params(labelsize=7)
-    _suptitle(fig, title or "Method-to-method comparison")
+        axes = _grid(fig, n, sharex=True, sharey=True)
+    im = None
+    for ax, (name, (img, cls, c)) in zip(axes, maps.items()):
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if img is None:
+            ax.text(0.5, 0.5, "not available\n(single member)", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8, color="0.4")
+            continue
+        im = ax.imshow(img, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=lim[0], vmax=lim[1],
+                       interpolation="nearest")
+        if c > 1:
+            ax.contour(grid_x[:nx, 0], grid_x[::nx, 1], cls, levels=np.arange(c) + 0.5, colors="white",
+                       linewidths=0.7)
+        if points is not None:
+            pts = np.asarray(points)
+            ax.scatter(pts[:, 0], pts[:, 1], c=point_labels if point_labels is not None else "k", s=4,
+                       cmap="tab10", edgecolors="none", alpha=0.7)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label=label, shrink=0.9)
+    _suptitle(fig, title)
     return _save(fig, stem)
 
 
@@ -462,7 +439,8 @@ __all__ = [
     "DEFAULT_HIST_SCORES",
     "DPI",
     "FORMATS",
-    "comparison_heatmaps",
+    "MAX_COLUMNS",
+    "page_stems",
     "lazy_curves",
     "method_palette",
     "ood_histograms",

@@ -1,18 +1,22 @@
-"""``ntkbayes report DIR``: one static HTML page of a results directory (issue 6).
+"""``ntkbayes report DIR``: one static HTML page of a results directory.
 
 The page holds the run's provenance (suites, git commits, package versions, devices, metric conventions), the
 leaderboards (``report.leaderboard``'s HTML export), the method-to-method comparison (``report.comparison``: the
 NTK-vs-references headline, the main matrices and links to every table) and the figures, drawn from the saved
 predictions when missing or older than ``records.jsonl``:
 
-    figures/reliability_<dataset>           reliability diagrams, test points pooled over seeds (ECE bins)
-    figures/risk_coverage_<dataset>         risk–coverage curves, pooled over seeds
-    figures/ood_hist_<dataset>_<set>        uncertainty-score histograms, ID test vs each OOD set
-    figures/uncertainty_map_<dataset>       2-D datasets only: max p and mutual information on the saved grid
-    figures/compare_<dataset>_<split>       comparison heatmaps (``ntkbayes compare``)
+    figures/reliability_<dataset>                   reliability diagrams, test points pooled over seeds (ECE bins)
+    figures/risk_coverage_<dataset>                 risk–coverage curves, pooled over seeds
+    figures/ood_hist_<dataset>_<set>[_pK]           uncertainty-score histograms, ID test vs each OOD set (pages)
+    figures/uncertainty_map_<dataset>_confidence    2-D datasets only: max p on the saved grid
+    figures/uncertainty_map_<dataset>_mi            2-D datasets only: mutual information on the saved grid
+    figures/compare_<dataset>_test[_pK]             comparison heatmaps (``ntkbayes compare``; pages)
 
-It needs no network: no CDN style sheets or scripts; images are ``<img src="figures/…png">`` links relative to the
-page (each linking its PDF), so the page stays small and opens offline with the results directory.
+It reads the results only through the store's API (``ntkbayes.results`` for records, ``ResultsStore
+.load_predictions`` for the saved predictives, ``load_arrays`` only for the uncertainty-map grid the runner saved
+as ``grid_x`` / ``grid_probs``). It needs no network: no CDN style sheets or scripts; images are
+``<img src="figures/…png">`` links relative to the page (each linking its PDF). The page is byte-deterministic: no
+build time, sorted orders.
 """
 
 from __future__ import annotations
@@ -21,32 +25,31 @@ import html
 import math
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ntkbayes import results as _results
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import RECORDS_FILE, ResultsStore
 from ntkbayes.metrics.calibration import DEFAULT_N_BINS
 from ntkbayes.metrics.selective import risk_coverage
-from ntkbayes.predictive import Predictive
 from ntkbayes.report import figures as fg
 from ntkbayes.report.comparison import (
     HEADLINE_INTRO,
     MATRIX_MEASURES,
     compare_dir,
     compare_store,
-    format_number,
     headline_tables,
     heatmap_stem,
     load_runs,
     read_matrices,
     safe_name,
 )
-from ntkbayes.report.leaderboard import effective_records, leaderboard
+from ntkbayes.report.leaderboard import leaderboard
+from ntkbayes.report.tables import format_number
 
 #: Matrices shown inline on the page (all others are linked): the headline divergence, decision agreement and the
 #: rank agreement of epistemic uncertainty, on test points.
@@ -92,8 +95,26 @@ def _kv(items: Mapping) -> str:
 
 
 # -- figures from saved predictions ------------------------------------------------------------------------------
-def _stale(png: Path, since: float) -> bool:
-    return not png.exists() or png.stat().st_mtime < since
+def _pages(stem: Path) -> list[Path]:
+    """The PNG pages a figure function wrote for ``stem`` (``figures.page_stems``), in page order."""
+    pages, k = [], 1
+    while True:
+        page = fg.page_stems(stem, k)[-1]
+        png = page.with_name(page.name + ".png")
+        if not png.exists():
+            return pages
+        pages.append(png)
+        k += 1
+
+
+def _fresh(stem: Path, since: float) -> list[Path] | None:
+    """The pages of ``stem`` when they exist and are newer than ``since``; None when they must be drawn."""
+    pages = _pages(stem)
+    return pages if pages and all(p.stat().st_mtime >= since for p in pages) else None
+
+
+def _pngs(paths: list[Path]) -> list[Path]:
+    return [p for p in paths if p.suffix == ".png"]
 
 
 def build_figures(root: str | Path, *, force: bool = False) -> dict[str, list[tuple[str, Path]]]:
@@ -101,74 +122,82 @@ def build_figures(root: str | Path, *, force: bool = False) -> dict[str, list[tu
 
     Returns:
         dataset → [(caption, PNG path)] for the reliability diagrams, risk–coverage curves, OOD histograms and,
-        for 2-D datasets, the uncertainty maps.
+        for 2-D datasets, the uncertainty maps (one entry per page).
     """
     root = Path(root)
     runs = load_runs(root)
     store = ResultsStore(root)
     since = math.inf if force else (root / RECORDS_FILE).stat().st_mtime
-    out: dict[str, list[tuple[str, Path]]] = {}
-    for dataset in sorted(runs):
-        seeds = {s: ms for s, ms in sorted(runs[dataset].items()) if ms}
-        labels = sorted({lab for ms in seeds.values() for lab in ms})
-        name = safe_name(dataset)
-        stems = {"rel": root / "figures" / f"reliability_{name}", "rc": root / "figures" / f"risk_coverage_{name}",
-                 "map": root / "figures" / f"uncertainty_map_{name}"}
-        arrays = {(s, lab): store.load_arrays(rec["run_id"]) for s, ms in seeds.items() for lab, rec in ms.items()}
-        ood_sets = sorted({k[4:-6] for a in arrays.values() for k in a
-                           if k.startswith("ood_") and k.endswith("_probs")})
-        n_seeds = len(seeds)
-        pooled = f"test points of {n_seeds} seed{'s' if n_seeds > 1 else ''} pooled"
-        entries: list[tuple[str, Path]] = []
-
-        tests = {lab: _pooled_test(arrays, lab) for lab in labels}
-        png = stems["rel"].with_suffix(".png")
-        if _stale(png, since):
-            fg.reliability_diagrams(tests, stems["rel"], title=f"{dataset}: reliability diagrams ({pooled}; "
-                                    f"{DEFAULT_N_BINS} equal-width bins, last bin closed)")
-        entries.append((f"Reliability diagrams ({pooled}).", png))
-        png = stems["rc"].with_suffix(".png")
-        if _stale(png, since):
-            curves = {lab: tuple(t.numpy() for t in risk_coverage(*tests[lab])) for lab in labels}
-            fg.risk_coverage_curves(curves, stems["rc"], title=f"{dataset}: risk–coverage ({pooled})")
-        entries.append((f"Risk–coverage curves, ranked by max p ({pooled}).", png))
-        for ood in ood_sets:
-            stem = root / "figures" / f"ood_hist_{name}_{safe_name(ood)}"
-            png = stem.with_suffix(".png")
-            if _stale(png, since):
-                data = {}
-                for lab in labels:
-                    keyed = [(a["test_probs"], a[f"ood_{ood}_probs"]) for (s, lb), a in arrays.items()
-                             if lb == lab and f"ood_{ood}_probs" in a]
-                    if not keyed:
-                        continue
-                    pid = [Predictive(torch.from_numpy(t)) for t, _ in keyed]
-                    pood = [Predictive(torch.from_numpy(o)) for _, o in keyed]
-                    data[lab] = {sc: (torch.cat([p.score(sc) for p in pid]).numpy(),
-                                      torch.cat([p.score(sc) for p in pood]).numpy()) for sc in fg.DEFAULT_HIST_SCORES}
-                fg.ood_histograms(data, stem, ood_name=f"OOD: {ood}",
-                                  title=f"{dataset}: uncertainty scores, ID test vs OOD set {ood!r} ({n_seeds} "
-                                  f"seed{'s' if n_seeds > 1 else ''} pooled; larger = more OOD)")
-            entries.append((f"Uncertainty scores on ID test points vs OOD set {ood}.", png))
-        first = next(iter(seeds))
-        grids = {lab: arrays[(first, lab)] for lab in labels if "grid_probs" in arrays.get((first, lab), {})}
-        if grids:
-            png = stems["map"].with_suffix(".png")
-            if _stale(png, since):
-                grid_x = next(iter(grids.values()))["grid_x"]
-                fg.uncertainty_maps(grid_x, {lab: a["grid_probs"] for lab, a in grids.items()}, stems["map"],
-                                    title=f"{dataset} (seed {first}): confidence and mutual information over the "
-                                    "plane (standardized inputs)")
-            entries.append((f"Confidence max p (top) and mutual information (bottom) over the plane, seed {first}; "
-                            "white lines: decision boundaries.", png))
-        out[dataset] = entries
-    return out
+    return {dataset: _dataset_figures(root, store, dataset, runs[dataset], since) for dataset in sorted(runs)}
 
 
-def _pooled_test(arrays: Mapping[tuple[int, str], Mapping[str, np.ndarray]], label: str):
+def _dataset_figures(root: Path, store: ResultsStore, dataset: str, per_seed, since: float):
+    seeds = {s: ms for s, ms in sorted(per_seed.items()) if ms}
+    labels = sorted({lab for ms in seeds.values() for lab in ms})
+    name = safe_name(dataset)
+    figdir = root / "figures"
+    preds = {(s, lab): store.load_predictions(rec["run_id"]) for s, ms in seeds.items() for lab, rec in ms.items()}
+    n_seeds = len(seeds)
+    pooled = f"test points of {n_seeds} seed{'s' if n_seeds > 1 else ''} pooled"
+    entries: list[tuple[str, Path]] = []
+
+    stem = figdir / f"reliability_{name}"
+    tests = {lab: _pooled_test(preds, lab) for lab in labels}
+    pages = _fresh(stem, since) or _pngs(fg.reliability_diagrams(
+        tests, stem, title=f"{dataset}: reliability diagrams ({pooled}; {DEFAULT_N_BINS} equal-width bins, "
+        "last bin closed)"))
+    entries += [(f"Reliability diagrams ({pooled}).", p) for p in pages]
+    stem = figdir / f"risk_coverage_{name}"
+    pages = _fresh(stem, since) or _pngs(fg.risk_coverage_curves(
+        {lab: tuple(t.numpy() for t in risk_coverage(*tests[lab])) for lab in labels}, stem,
+        title=f"{dataset}: risk–coverage ({pooled})"))
+    entries += [(f"Risk–coverage curves, ranked by max p ({pooled}).", p) for p in pages]
+    for ood in sorted({o for _, _, per in preds.values() for o in per}):
+        stem = figdir / f"ood_hist_{name}_{safe_name(ood)}"
+        pages = _fresh(stem, since)
+        if pages is None:
+            data = {}
+            for lab in labels:
+                pairs = [(t, per[ood]) for (_, lb), (t, _, per) in preds.items() if lb == lab and ood in per]
+                if pairs:
+                    scores = [sc for sc in fg.DEFAULT_HIST_SCORES
+                              if all(sc in p.available_scores for pair in pairs for p in pair)]
+                    data[lab] = {sc: (torch.cat([t.score(sc) for t, _ in pairs]).numpy(),
+                                      torch.cat([o.score(sc) for _, o in pairs]).numpy()) for sc in scores}
+            pages = _pngs(fg.ood_histograms(
+                data, stem, ood_name=f"OOD: {ood}", title=f"{dataset}: uncertainty scores, ID test vs OOD set "
+                f"{ood!r} ({n_seeds} seed{'s' if n_seeds > 1 else ''} pooled; larger = more OOD)"))
+        entries += [(f"Uncertainty scores on ID test points vs OOD set {ood}.", p) for p in pages]
+    entries += _map_entries(store, figdir / f"uncertainty_map_{name}", dataset, seeds, labels, since)
+    return entries
+
+
+def _map_entries(store: ResultsStore, stem: Path, dataset: str, seeds, labels, since: float):
+    """Uncertainty maps of the first seed, from the grid the runner saved beside the predictions."""
+    first = next(iter(seeds))
+    grids = {}
+    for lab in labels:
+        rec = seeds[first].get(lab)
+        arrays = store.load_arrays(rec["run_id"]) if rec is not None else {}
+        if "grid_probs" in arrays and "grid_x" in arrays:
+            grids[lab] = (arrays["grid_x"], arrays["grid_probs"])
+    if not grids:
+        return []
+    parts = [stem.with_name(f"{stem.name}_{q}") for q in ("confidence", "mi")]
+    fresh = [_fresh(p, since) for p in parts]
+    if any(f is None for f in fresh):
+        grid_x = next(iter(grids.values()))[0]
+        fg.uncertainty_maps(grid_x, {lab: g[1] for lab, g in grids.items()}, stem,
+                            title=f"{dataset} (seed {first}), standardized inputs")
+        fresh = [_pages(p) for p in parts]
+    captions = ("Confidence max p over the plane", "Mutual information over the plane (shared scale)")
+    return [(f"{c}, seed {first}; white lines: decision boundaries.", p) for c, ps in zip(captions, fresh)
+            for p in ps]
+
+
+def _pooled_test(preds, label: str):
     """Averaged test probabilities (N_total, C) float64 and labels (N_total,) of one method, seeds concatenated."""
-    parts = [(torch.from_numpy(a["test_probs"]).double().mean(0), torch.from_numpy(a["test_labels"]))
-             for (_, lab), a in arrays.items() if lab == label]
+    parts = [(test.probs, y) for (_, lab), (test, y, _) in preds.items() if lab == label]
     probs = torch.cat([p for p, _ in parts])
     return probs / probs.sum(-1, keepdim=True), torch.cat([y for _, y in parts]).long()
 
@@ -203,7 +232,6 @@ def _provenance(records: list[dict]) -> str:
         "device": ", ".join(devices) or "—",
         "host": values("hostname"),
         "recorded": f"{stamps[0]} … {stamps[-1]}" if stamps else "—",
-        "report built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     parts = [_kv(facts)]
     versions: dict[str, set[str]] = {}
@@ -237,8 +265,10 @@ def _comparison_html(root: Path, datasets: list[str], page_dir: Path) -> str:
     results = {ds: m for ds, m in results.items() if m}
     if not results:
         return '<p class="note">No comparison tables (run <code>ntkbayes compare DIR</code>).</p>'
+    cells = _results.cells(root)
+    families = dict(zip(cells["method"], cells["family"]))
     parts = ["<h3>How close are NTK ensembles to Bayesian references?</h3>", f"<p>{_esc(HEADLINE_INTRO)}</p>"]
-    for ds, table in headline_tables(results).items():
+    for ds, table in headline_tables(results, families).items():
         parts.append(f"<h4>{_esc(ds)}</h4>")
         if isinstance(table, str):
             parts.append(f'<p class="note">{_esc(table)}</p>')
@@ -259,9 +289,8 @@ def _comparison_html(root: Path, datasets: list[str], page_dir: Path) -> str:
                 parts.append(f"<p><b>{_esc(MATRIX_MEASURES[measure][1])}</b> ({_esc(split)})</p>")
                 parts.append(_table(mats[key], "method"))
         for split in sorted({k.split("/", 1)[0] for k in mats}):
-            png = heatmap_stem(root, ds, split).with_suffix(".png")
-            if png.exists():
-                where = "test points" if split == "test" else f"OOD set {split[4:]}"
+            where = "test points" if split == "test" else f"OOD set {split[4:]}"
+            for png in _pages(heatmap_stem(root, ds, split)):
                 parts.append(_figure_html(f"{ds}: comparison heatmaps on {where}.", png, page_dir))
         links = [f'<a href="{_esc(_rel(p, page_dir))}">{_esc(p.name)}</a>'
                  for p in sorted(compare_dir(root, ds).glob("*.csv"))]
@@ -285,11 +314,12 @@ def build_report(dir: str | Path, output: str | Path | None = None, *, force: bo
     page = Path(output) if output is not None else root / "report.html"
     page_dir = page.parent
     page_dir.mkdir(parents=True, exist_ok=True)
-    records = effective_records(root)
+    records = _results.records(root)
     runs = load_runs(root)  # UserError when there is no ok record
     since = math.inf if force else (root / RECORDS_FILE).stat().st_mtime
     summary = root / "compare" / "summary.md"
-    if _stale(summary, since) or not all(_compared_all(root, ds, seeds) for ds, seeds in runs.items()):
+    stale = not summary.exists() or summary.stat().st_mtime < since
+    if stale or not all(_compared_all(root, ds, seeds) for ds, seeds in runs.items()):
         compare_store(root)
     figs = build_figures(root, force=force)
     # the fragment titles each dataset with <h2>; one level down keeps this page's outline
@@ -317,11 +347,4 @@ def build_report(dir: str | Path, output: str | Path | None = None, *, force: bo
     return page
 
 
-def main_report(args) -> int:
-    """CLI ``ntkbayes report DIR [--output FILE]``: writes the page and prints its path."""
-    path = build_report(args.dir, getattr(args, "output", None))
-    print(f"report: {path}")
-    return 0
-
-
-__all__ = ["INLINE_MATRICES", "build_figures", "build_report", "main_report"]
+__all__ = ["INLINE_MATRICES", "build_figures", "build_report"]

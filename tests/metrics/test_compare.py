@@ -11,7 +11,18 @@ import torch
 from scipy import stats
 
 from ntkbayes.metrics import compare as cmp
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import PROB_SCORES, Predictive
+
+#: A few ulps (2⁻⁵² ≈ 2.2e-16) of a result of order ≤ 1 computed in a handful of float64 operations.
+ULP = 1e-15
+
+#: float64 sums or means of N ≤ 10³ terms of order 1 taken in another order than the reference (a loop,
+#: scikit-learn, torchmetrics): at most N·ε ≈ 2e-13 apart.
+SUM = 1e-12
+
+#: Differences of O(1) means that nearly cancel (condition number κ ≤ 10³) before a square root or a log:
+#: κ·N·ε ≈ 1e-10 relative.
+CANCEL = 1e-10
 
 LOG = math.log
 
@@ -63,14 +74,14 @@ def test_kl_js_against_loop_and_scipy():
     p = _random_members(1, 40, 5, seed=1)[0]
     q = _random_members(1, 40, 5, seed=2)[0]
     p[0] = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.0], dtype=torch.float64)  # zeros on the p side: finite KL(p‖q)
-    np.testing.assert_allclose(cmp.kl_divergence(p, q).numpy(), _kl_loop(p.numpy(), q.numpy()), rtol=1e-12)
-    np.testing.assert_allclose(cmp.kl_divergence(q, p).numpy(), _kl_loop(q.numpy(), p.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(cmp.kl_divergence(p, q).numpy(), _kl_loop(p.numpy(), q.numpy()), rtol=SUM)
+    np.testing.assert_allclose(cmp.kl_divergence(q, p).numpy(), _kl_loop(q.numpy(), p.numpy()), rtol=SUM)
     m = 0.5 * (p + q)
     js_loop = 0.5 * _kl_loop(p.numpy(), m.numpy()) + 0.5 * _kl_loop(q.numpy(), m.numpy())
-    np.testing.assert_allclose(cmp.js_divergence(p, q).numpy(), js_loop, rtol=1e-12)
+    np.testing.assert_allclose(cmp.js_divergence(p, q).numpy(), js_loop, rtol=SUM)
     # scipy's jensenshannon is the square root of JS (natural log by default)
     ref = stats.entropy(p.numpy().T, m.numpy().T) / 2 + stats.entropy(q.numpy().T, m.numpy().T) / 2
-    np.testing.assert_allclose(cmp.js_divergence(p, q).numpy(), ref, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(cmp.js_divergence(p, q).numpy(), ref, rtol=CANCEL, atol=ULP)
 
 
 def test_identical_predictives_give_zero_divergence_and_full_agreement():
@@ -80,7 +91,7 @@ def test_identical_predictives_give_zero_divergence_and_full_agreement():
     for key in ("kl_ab", "kl_ba", "kl_inf_frac", "js", "tv", "energy", "w1"):
         assert out[key] == 0.0, key
     assert out["agree"] == 1.0
-    for name in SCORES:
+    for name in PROB_SCORES:
         assert out[f"spearman/{name}"] == pytest.approx(1.0), name
 
 
@@ -88,8 +99,8 @@ def test_symmetries_and_bounds():
     a = Predictive(_random_members(5, 50, 3, seed=4, scale=6.0))
     b = Predictive(_random_members(7, 50, 3, seed=5, scale=6.0))
     ab, ba = cmp.compare(a, b), cmp.compare(b, a)
-    for key in ("js", "tv", "agree", "energy", "w1", "kl_inf_frac", *(f"spearman/{s}" for s in SCORES)):
-        assert ab[key] == pytest.approx(ba[key], rel=1e-12, abs=1e-15), key
+    for key in ("js", "tv", "agree", "energy", "w1", "kl_inf_frac", *(f"spearman/{s}" for s in PROB_SCORES)):
+        assert ab[key] == pytest.approx(ba[key], rel=SUM, abs=ULP), key
     assert ab["kl_ab"] == pytest.approx(ba["kl_ba"]) and ab["kl_ba"] == pytest.approx(ba["kl_ab"])
     assert 0 < ab["js"] <= math.log(2) and 0 < ab["tv"] <= 1 and ab["energy"] > 0 and ab["w1"] > 0
     js = cmp.js_divergence(a.probs, b.probs)
@@ -106,7 +117,7 @@ def test_spearman_matches_scipy_with_ties_and_constant_gives_nan():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, size=60).astype(float)  # many ties
     y = x + rng.normal(size=60)
-    assert cmp.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    assert cmp.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, rel=SUM)
     assert math.isnan(cmp.spearman(np.zeros(10), y[:10]))
     # an S = 1 predictor has mutual information identically 0: NaN, not a crash
     a = Predictive(_random_members(1, 20, 3, seed=6))
@@ -129,14 +140,14 @@ def test_energy_distance_against_loop_and_scipy(monkeypatch):
     a = _random_members(5, 12, 4, seed=8)
     b = _random_members(3, 12, 4, seed=9)
     ref = _energy_loop(a.numpy(), b.numpy())
-    np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=CANCEL)
     monkeypatch.setattr(cmp, "PAIR_BLOCK_ELEMENTS", 30)  # blocks of one or two points: same answer
-    np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(cmp.energy_distance(a, b).numpy(), ref, rtol=CANCEL)
     # precomputed self terms (reused across pairs) give the same values
     self_a, self_b = cmp.mean_pairwise_distance(a), cmp.mean_pairwise_distance(b)
     loop_self = [np.mean([np.linalg.norm(u - v) for u in a[:, i].numpy() for v in a[:, i].numpy()]) for i in range(12)]
-    np.testing.assert_allclose(self_a.numpy(), loop_self, rtol=1e-12)
-    np.testing.assert_allclose(cmp.energy_distance(a, b, self_a=self_a, self_b=self_b).numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(self_a.numpy(), loop_self, rtol=SUM)
+    np.testing.assert_allclose(cmp.energy_distance(a, b, self_a=self_a, self_b=self_b).numpy(), ref, rtol=CANCEL)
     # identical member sets → exactly 0 (in another order: rounding ~1e-16 under the square root); different → > 0
     assert (cmp.energy_distance(a, a[torch.randperm(5)]) < 1e-7).all()
     assert (cmp.energy_distance(a, a) == 0).all()
@@ -144,7 +155,7 @@ def test_energy_distance_against_loop_and_scipy(monkeypatch):
     # C = 2: Euclidean distance in the simplex is √2·|p₁ − q₁|, so ours = 2^{1/4} · scipy's 1-D energy distance
     a2, b2 = _random_members(6, 5, 2, seed=10), _random_members(9, 5, 2, seed=11)
     sp = [stats.energy_distance(a2[:, i, 0].numpy(), b2[:, i, 0].numpy()) for i in range(5)]
-    np.testing.assert_allclose(cmp.energy_distance(a2, b2).numpy(), 2**0.25 * np.array(sp), rtol=1e-10)
+    np.testing.assert_allclose(cmp.energy_distance(a2, b2).numpy(), 2**0.25 * np.array(sp), rtol=CANCEL)
 
 
 def test_wasserstein1_against_scipy_loop():
@@ -154,7 +165,7 @@ def test_wasserstein1_against_scipy_loop():
         np.mean([stats.wasserstein_distance(a[:, i, c].numpy(), b[:, i, c].numpy()) for c in range(3)])
         for i in range(8)
     ]
-    np.testing.assert_allclose(cmp.wasserstein1(a, b).numpy(), ref, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(cmp.wasserstein1(a, b).numpy(), ref, rtol=CANCEL, atol=ULP)
     assert (cmp.wasserstein1(a, a) == 0).all()
 
 

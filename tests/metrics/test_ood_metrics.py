@@ -1,5 +1,5 @@
-"""OOD metrics: hand cases, scikit-learn to 1e-9 on random inputs with ties, torch-uncertainty's FPR95, constant
-scores, the sign of every uncertainty score on a trivially separable pair, and the score identities."""
+"""OOD metrics: hand cases, scikit-learn to summation rounding (SUM) on random inputs with ties, torch-uncertainty's
+FPR95, constant scores, the sign of every uncertainty score on a trivially separable pair, and the score identities."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from ntkbayes.metrics import ood
-from ntkbayes.predictive import SCORES, Predictive
+from ntkbayes.predictive import PROB_SCORES, Predictive
+
+#: A few ulps (2⁻⁵² ≈ 2.2e-16) of a result of order ≤ 1 computed in a handful of float64 operations.
+ULP = 1e-15
+
+#: float64 sums or means of N ≤ 10³ terms of order 1 taken in another order than the reference (a loop,
+#: scikit-learn, torchmetrics): at most N·ε ≈ 2e-13 apart.
+SUM = 1e-12
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -28,11 +35,11 @@ def t(*xs):
 def test_hand_case_with_ties():
     s_id, s_ood = t(0.1, 0.4, 0.4, 0.8), t(0.4, 0.9, 0.3)
     # pairs (ood, id): .4 beats .1 and ties two .4s -> 2; .9 beats all -> 4; .3 beats .1 -> 1; total 7 of 12
-    assert ood.auroc(s_id, s_ood) == pytest.approx(7 / 12, abs=1e-15)
+    assert ood.auroc(s_id, s_ood) == pytest.approx(7 / 12, abs=ULP)
     # OOD positive, thresholds .9 .8 .4 .3 .1: (R, P) = (1/3, 1), (1/3, 1/2), (2/3, 2/5), (1, 1/2), (1, 3/7)
-    assert ood.aupr_out(s_id, s_ood) == pytest.approx((1 + 0.4 + 0.5) / 3, abs=1e-15)
+    assert ood.aupr_out(s_id, s_ood) == pytest.approx((1 + 0.4 + 0.5) / 3, abs=ULP)
     # ID positive on −s, thresholds −.1 −.3 −.4 −.8 −.9: (1/4, 1), (1/4, 1/2), (3/4, 3/5), (1, 2/3), (1, 4/7)
-    assert ood.aupr_in(s_id, s_ood) == pytest.approx(0.25 + 0.5 * 0.6 + 0.25 * 2 / 3, abs=1e-15)
+    assert ood.aupr_in(s_id, s_ood) == pytest.approx(0.25 + 0.5 * 0.6 + 0.25 * 2 / 3, abs=ULP)
     # k = ⌈0.95·3⌉ = 3, t = .3 (third largest OOD score); ID ≥ .3: .4, .4, .8
     assert ood.fpr95(s_id, s_ood) == 0.75
 
@@ -58,7 +65,7 @@ def test_fpr95_threshold_rule():
 def test_constant_score_is_defined():
     s_id, s_ood = torch.zeros(3, dtype=D), torch.zeros(2, dtype=D)
     assert ood.ood_metrics(s_id, s_ood) == pytest.approx(
-        {"auroc": 0.5, "aupr_in": 3 / 5, "aupr_out": 2 / 5, "fpr95": 1.0}, abs=1e-15
+        {"auroc": 0.5, "aupr_in": 3 / 5, "aupr_out": 2 / 5, "fpr95": 1.0}, abs=ULP
     )
 
 
@@ -76,12 +83,12 @@ def test_against_sklearn(seed, ties):
     y = np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))]
     s = np.r_[s_id, s_ood]
     a, b = torch.from_numpy(s_id), torch.from_numpy(s_ood)
-    assert ood.auroc(a, b) == pytest.approx(roc_auc_score(y, s), abs=1e-9)
-    assert ood.aupr_out(a, b) == pytest.approx(average_precision_score(y, s), abs=1e-9)
-    assert ood.aupr_in(a, b) == pytest.approx(average_precision_score(1 - y, -s), abs=1e-9)
+    assert ood.auroc(a, b) == pytest.approx(roc_auc_score(y, s), abs=SUM)
+    assert ood.aupr_out(a, b) == pytest.approx(average_precision_score(y, s), abs=SUM)
+    assert ood.aupr_in(a, b) == pytest.approx(average_precision_score(1 - y, -s), abs=SUM)
     # FPR95 from sklearn's ROC curve (OOD positive): the FPR at the first threshold whose TPR reaches 95 %
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    assert ood.fpr95(a, b) == pytest.approx(fpr[np.searchsorted(tpr, 0.95, side="left")], abs=1e-12)
+    assert ood.fpr95(a, b) == pytest.approx(fpr[np.searchsorted(tpr, 0.95, side="left")], abs=SUM)
 
 
 @pytest.mark.parametrize("seed,ties", [(4, False), (5, True)])
@@ -119,7 +126,7 @@ def _separable_pair():
 def test_every_score_has_the_right_sign():
     pid, pood = _separable_pair()
     res = ood.evaluate_ood(pid, pood)
-    for name in SCORES:
+    for name in PROB_SCORES:  # probabilities only: no logit scores
         assert res[f"{name}/auroc"] == 1.0, name  # below 0.5 would be a sign error
         assert res[f"{name}/fpr95"] == 0.0 and res[f"{name}/aupr_in"] == 1.0 and res[f"{name}/aupr_out"] == 1.0
 
@@ -127,13 +134,15 @@ def test_every_score_has_the_right_sign():
 def test_score_identities_and_single_member():
     g = torch.Generator().manual_seed(3)
     pred = Predictive.from_logits(2 * torch.randn(5, 50, 4, generator=g, dtype=D))
-    assert torch.allclose(pred.entropy, pred.expected_entropy + pred.mutual_info, atol=1e-12, rtol=0)
+    assert torch.allclose(pred.entropy, pred.expected_entropy + pred.mutual_info, atol=SUM, rtol=0)
     assert (pred.variance >= 0).all() and (pred.mutual_info >= 0).all()
     single = Predictive.from_logits(torch.randn(50, 4, generator=g, dtype=D))
     assert (single.mutual_info == 0).all() and (single.variance == 0).all()
-    assert torch.allclose(single.entropy, single.expected_entropy, atol=1e-15, rtol=0)
-    # S = 1: mutual_info and variance are constant -> AUROC 0.5, finite AP and FPR95
-    res = ood.evaluate_ood(single, Predictive.from_logits(torch.randn(20, 4, generator=g, dtype=D)))
+    assert torch.allclose(single.entropy, single.expected_entropy, atol=ULP, rtol=0)
+    # S = 1: mutual_info and variance are not evaluated by default; asked for, constant -> AUROC 0.5, AP, FPR95
+    single_ood = Predictive.from_logits(torch.randn(20, 4, generator=g, dtype=D))
+    assert not any(k.split("/")[0] in ("mutual_info", "variance") for k in ood.evaluate_ood(single, single_ood))
+    res = ood.evaluate_ood(single, single_ood, scores=("mutual_info", "variance"))
     for name in ("mutual_info", "variance"):
         assert res[f"{name}/auroc"] == 0.5 and res[f"{name}/fpr95"] == 1.0
         assert res[f"{name}/aupr_out"] == pytest.approx(20 / 70) and res[f"{name}/aupr_in"] == pytest.approx(50 / 70)

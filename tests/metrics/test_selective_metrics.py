@@ -12,6 +12,13 @@ from ntkbayes.metrics.calibration import top_label
 from ntkbayes.metrics.selective import aurc, aurc_from_confidence, risk_coverage
 from ntkbayes.predictive import Predictive
 
+#: A few ulps (2⁻⁵² ≈ 2.2e-16) of a result of order ≤ 1 computed in a handful of float64 operations.
+ULP = 1e-15
+
+#: float64 sums or means of N ≤ 10³ terms of order 1 taken in another order than the reference (a loop,
+#: scikit-learn, torchmetrics): at most N·ε ≈ 2e-13 apart.
+SUM = 1e-12
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from torch_uncertainty.metrics.classification import AURC
@@ -25,16 +32,16 @@ def test_aurc_by_hand():
     # most confident first: .7 (wrong), .6 (right), .5 (right): risks 1, 1/2, 1/3
     cov, risk = risk_coverage(p, y)
     assert cov.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0]) and risk.tolist() == pytest.approx([1, 0.5, 1 / 3])
-    assert aurc(p, y) == pytest.approx((1 + 0.5 + 1 / 3) / 3, abs=1e-15)
+    assert aurc(p, y) == pytest.approx((1 + 0.5 + 1 / 3) / 3, abs=ULP)
 
 
 def test_aurc_ties_are_stable():
     # confidences .5 (wrong), .5 (right), .9 (right): stable descending order is 2, 0, 1 -> risks 0, 1/2, 1/3
     p = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1]], dtype=D)
     y = torch.tensor([1, 0, 0])
-    assert aurc(p, y) == pytest.approx((0 + 0.5 + 1 / 3) / 3, abs=1e-15)
+    assert aurc(p, y) == pytest.approx((0 + 0.5 + 1 / 3) / 3, abs=ULP)
     # swapping the tied points changes the order, hence the value (1/9): the rule is pinned
-    assert aurc(p[[1, 0, 2]], y[[1, 0, 2]]) == pytest.approx((0 + 0 + 1 / 3) / 3, abs=1e-15)
+    assert aurc(p[[1, 0, 2]], y[[1, 0, 2]]) == pytest.approx((0 + 0 + 1 / 3) / 3, abs=ULP)
 
 
 def test_aurc_extremes_and_custom_confidence():
@@ -42,9 +49,9 @@ def test_aurc_extremes_and_custom_confidence():
     assert aurc(p, torch.zeros(4, dtype=torch.int64)) == 0.0
     assert aurc(p, torch.ones(4, dtype=torch.int64)) == 1.0
     y = torch.tensor([0, 0, 1, 1])  # errors are the least confident: risks 0, 0, 1/3, 1/2
-    assert aurc(p, y) == pytest.approx((1 / 3 + 1 / 2) / 4, abs=1e-15)
+    assert aurc(p, y) == pytest.approx((1 / 3 + 1 / 2) / 4, abs=ULP)
     # ranking by a reversed confidence puts the errors first: risks 1, 1, 2/3, 1/2
-    assert aurc(p, y, confidence=-p[:, 0]) == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4, abs=1e-15)
+    assert aurc(p, y, confidence=-p[:, 0]) == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4, abs=ULP)
     with pytest.raises(ValueError, match=r"confidence: expected shape \(4,\)"):
         aurc(p, y, confidence=p[:3, 0])
 
@@ -60,7 +67,7 @@ def test_aurc_against_loop_and_torch_uncertainty(seed):
     order = np.argsort(-conf, kind="stable")
     slow = np.mean([wrong[order[:k]].mean() for k in range(1, n + 1)])
     ours = aurc(pred, y)
-    assert ours == pytest.approx(slow, abs=1e-12)
+    assert ours == pytest.approx(slow, abs=SUM)
     conf, correct = top_label(pred, y)
     assert aurc_from_confidence(conf, correct.bool()) == ours
     # torch-uncertainty integrates the same risks with the trapezoid rule over coverage k/N, rescaled by
@@ -77,5 +84,5 @@ def test_aurc_against_loop_and_torch_uncertainty(seed):
     finally:
         torch.set_default_dtype(default)
     trapezoid = (n * ours - float(r[0] + r[-1]) / 2) / (n - 1)
-    assert tu == pytest.approx(trapezoid, abs=1e-12)
+    assert tu == pytest.approx(trapezoid, abs=SUM)
     assert abs(tu - ours) > 1e-6

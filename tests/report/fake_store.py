@@ -15,6 +15,8 @@ from ntkbayes.predictive import Predictive
 
 #: (method label, method name, members S)
 METHODS = (("ntk_ensemble[mode=linearized]", "ntk_ensemble", 4), ("laplace", "laplace", 3), ("map", "map", 1))
+#: method name → comparison family (``record["family"]``, as the harness records it)
+FAMILIES = {"ntk_ensemble": "ntk", "laplace": "laplace", "map": "map"}
 SEEDS = (0, 1)
 #: dataset → (classes, test points, OOD sets with sizes, 2-D?)
 DATASETS = {"moons": (2, 30, {"far": 12}, True), "digits": (4, 25, {"digits59": 10, "noise": 8}, False)}
@@ -56,7 +58,8 @@ def write_fake_store(root: Path) -> Path:
                 store.append({
                     "schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": "fake", "dataset": dataset,
                     "dataset_label": dataset, "dataset_options": {"n": 100}, "method": method,
-                    "method_label": label, "params": {"members": s}, "seed": seed, "metrics": metrics,
+                    "family": FAMILIES[method], "method_label": label, "params": {"members": s}, "seed": seed,
+                    "metrics": metrics,
                     "fit_info": {}, "fit_seconds": 0.1 * (j + 1), "predict_seconds": 0.01,
                     "peak_memory_bytes": 1000, "device": "cpu", "device_name": "fake CPU",
                     "versions": {"python": "3.11", "torch": torch.__version__}, "git_commit": "abc123",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ from fake_store import DATASETS, METHODS, SEEDS, write_fake_store
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import ResultsStore
 from ntkbayes.metrics.compare import compare
-from ntkbayes.report.comparison import MATRIX_MEASURES, compare_store, load_runs, main_compare, read_matrices
+from ntkbayes.report.comparison import MATRIX_MEASURES, compare_store, headline_tables, load_runs, read_matrices
 
 LABELS = sorted(label for label, _, _ in METHODS)
 DIVERGENCES = ("js", "kl", "kl_inf_frac", "tv")
@@ -54,6 +53,7 @@ def test_csv_shapes_diagonals_and_symmetry(compared_store):
                 else:
                     np.testing.assert_array_equal(diag, 0.0)
                 if measure != "kl":
+                    # symmetric measures computed once per pair, then a mean over 2 seeds: a few ulps
                     np.testing.assert_allclose(df.to_numpy(), df.to_numpy().T, rtol=1e-12, equal_nan=True)
             n = pd.read_csv(root / "compare" / dataset / f"{split}__n_seeds.csv", index_col=0)
             np.testing.assert_array_equal(n.to_numpy(), len(SEEDS))
@@ -76,6 +76,7 @@ def test_entries_are_seed_means_of_direct_comparisons(compared_store):
         direct["js"].append(res["js"])
         direct["spearman/mutual_info"].append(res["spearman/mutual_info"])
     for measure, values in direct.items():
+        # the same per-seed values averaged by pandas instead of numpy: a few ulps
         assert results["digits"][f"ood_noise/{measure}"].loc[a, b] == pytest.approx(np.mean(values), rel=1e-12)
     # KL is the asymmetric one: row a, column b = KL(p_a ‖ p_b)
     kl = results["digits"]["ood_noise/kl"]
@@ -126,17 +127,27 @@ def test_filters_and_user_errors(tmp_path, png_only):
         compare_store(root, methods=["laplace", "swag"])
 
 
-def test_main_compare_cli_entry(tmp_path, png_only, capsys):
+def test_compare_store_elsewhere_with_filters(tmp_path, png_only):
     root = write_fake_store(tmp_path / "r")
     out = tmp_path / "elsewhere"
-    args = argparse.Namespace(dir=str(root), dataset=["moons"], methods=None, output=str(out))
-    assert main_compare(args) == 0
+    results = compare_store(root, ["moons"], None, out_dir=out)
+    assert list(results) == ["moons"]
     assert (out / "compare" / "summary.md").exists()
     assert (out / "compare" / "moons" / "test__js.csv").exists()
-    assert (out / "figures" / "compare_moons_test.png").exists()
-    assert (out / "figures" / "compare_moons_ood_far.png").exists()
+    assert (out / "figures" / "compare_moons_test.png").exists()  # four measures: one page
+    assert not (out / "figures" / "compare_moons_ood_far.png").exists()  # OOD matrices: tables only
+    assert not (out / "figures" / "compare_moons_test_p2.png").exists()
     assert not (out / "compare" / "digits").exists()
-    assert "compared 1 dataset" in capsys.readouterr().out
     assert math.isfinite(pd.read_csv(out / "compare" / "moons" / "test__js.csv", index_col=0).iloc[0, 1])
-    with pytest.raises(UserError, match="expected a directory"):
-        main_compare(argparse.Namespace(dir=str(root), dataset=None, methods=None, output=str(out / "x.md")))
+
+
+def test_headline_families_are_exact_not_substrings():
+    labels = ["ntk_ensemble[mode=linearized]", "laplace", "gpu_net", "my_gp"]
+    mats = {k: pd.DataFrame(0.1, index=labels, columns=labels) for k in
+            ("test/js", "test/tv", "test/agree", "test/spearman/mutual_info")}
+    fams = {"ntk_ensemble[mode=linearized]": "ntk", "laplace": "laplace", "gpu_net": "map", "my_gp": "gp"}
+    table = headline_tables({"d": mats}, fams)["d"]
+    assert list(table["reference"]) == ["laplace", "my_gp"]  # "gpu_net" contains "gp" but is a MAP network
+    assert list(table["family"]) == ["Laplace", "GP"]
+    # records without a family: the method name (label up to "[") is the family
+    assert list(headline_tables({"d": mats})["d"]["reference"]) == ["laplace"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ntkbayes.report import figures as fg
+from ntkbayes.report.heatmaps import comparison_heatmaps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +26,8 @@ def _check(paths, formats=("png", "pdf")):
         assert data.startswith(PNG_MAGIC if p.suffix == ".png" else b"%PDF")
 
 
-def test_lazy_curves_png_and_pdf(tmp_path):
+def test_lazy_curves_png_and_pdf(tmp_path, monkeypatch):
+    monkeypatch.setattr(fg, "FORMATS", ("png", "pdf"))
     rows = [{"x": w, "y": 1.0 / w + 0.01 * s, "hue": regime, "facet": metric}
             for w in (64, 256, 1024) for s in range(3) for regime in ("λ>0 init", "λ=0 one-hot")
             for metric in ("kernel drift", "linearization gap")]
@@ -51,8 +53,8 @@ def test_plot_functions_write_pngs(tmp_path, png_only):
     hist = {"a": {"msp": (rng.random(30), rng.random(10)), "mutual_info": (np.zeros(30), np.zeros(10))}}
     _check(fg.ood_histograms(hist, tmp_path / "hist", ood_name="far"), ("png",))
     df = pd.DataFrame([[0.0, np.inf], [0.5, np.nan]], index=["a", "b"], columns=["a", "b"])
-    _check(fg.comparison_heatmaps({"KL": df, "JS": df.fillna(0.0)}, tmp_path / "hm",
-                                  styles={"JS": {"vmin": 0.0, "vmax": None, "cmap": "mako"}}), ("png",))
+    _check(comparison_heatmaps({"KL": df, "JS": df.fillna(0.0)}, tmp_path / "hm",
+                               styles={"JS": {"vmin": 0.0, "vmax": None, "cmap": "mako"}}), ("png",))
 
 
 def test_uncertainty_maps_grid_layout(tmp_path, png_only):
@@ -61,8 +63,9 @@ def test_uncertainty_maps_grid_layout(tmp_path, png_only):
     grid = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)  # the runner's layout: x fastest
     assert fg._grid_shape(grid.astype(np.float64)) == (6, 8)
     probs = {"ens": _probs(4, 48, 2, 0).numpy().astype(np.float32), "map": _probs(1, 48, 2, 1)}
-    _check(fg.uncertainty_maps(grid, probs, tmp_path / "map", points=grid[:5], point_labels=np.arange(5) % 2),
-           ("png",))
+    paths = fg.uncertainty_maps(grid, probs, tmp_path / "map", points=grid[:5], point_labels=np.arange(5) % 2)
+    _check(paths, ("png", "png"))
+    assert [p.name for p in paths] == ["map_confidence.png", "map_mi.png"]  # one colour bar each
     with pytest.raises(ValueError, match="x fastest"):
         fg.uncertainty_maps(grid[:, ::-1].copy(), probs, tmp_path / "bad")  # y fastest
     with pytest.raises(ValueError, match="points"):

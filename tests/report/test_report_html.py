@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from fake_store import DATASETS, METHODS
 
 from ntkbayes.errors import UserError
-from ntkbayes.report.html import _figure_html, build_report, main_report
+from ntkbayes.report.html import _figure_html, build_report
 
 
 class _Links(HTMLParser):
@@ -75,8 +74,8 @@ def test_every_linked_table_and_figure_exists(report_store):
         assert f"compare_{dataset}_test.png" in names
         for ood in ood_sets:
             assert f"ood_hist_{dataset}_{ood}.png" in names
-            assert f"compare_{dataset}_ood_{ood}.png" in names
-        assert (f"uncertainty_map_{dataset}.png" in names) == planar
+        assert (f"uncertainty_map_{dataset}_confidence.png" in names) == planar
+        assert (f"uncertainty_map_{dataset}_mi.png" in names) == planar
     assert all(v.startswith("figures/") for v in imgs)  # relative links, no embedded data
     linked_tables = {v for v in hrefs if v.endswith(".csv")}
     for dataset in DATASETS:
@@ -109,7 +108,7 @@ def test_report_elsewhere_links_relative_to_the_page(report_store, tmp_path):
                for _, _, v in parsed.links)
     # figures newer than the records are reused, not redrawn
     assert {p: p.stat().st_mtime_ns for p in (root / "figures").glob("*.png")} == before
-    assert main_report(argparse.Namespace(dir=str(root), output=None)) == 0
+    assert build_report(root) == root / "report.html"
     assert {p: p.stat().st_mtime_ns for p in (root / "figures").glob("*.png")} == before
     _check_links(root / "report.html")
 
