@@ -9,7 +9,7 @@ from torch.func import functional_call
 from ntkbayes import training
 from ntkbayes.models import MLP
 from ntkbayes.ntk.analytic import mlp_kernels, mlp_kernels_diag
-from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP, derive_seed
+from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP
 from ntkbayes.ntk.linearize import Linearized, model_jvp
 
 D, C, S = 5, 3, 3
@@ -135,9 +135,3 @@ def test_gp_prior_conditional_is_seeded_per_point_and_has_the_conditional_margin
     var = all_at_once[:, :, 0].var(0)
     assert torch.allclose(var, kd, rtol=0.1)
     assert GPPrior.draw(ntk, 2, 1, seed=9).values.equal(GPPrior.draw(ntk, 2, 1, seed=9).values)
-
-
-def test_derive_seed_is_deterministic_and_spreads():
-    assert derive_seed(1, 2) == derive_seed(1, 2)
-    assert len({derive_seed(0, k) for k in range(100)}) == 100
-    assert 0 <= derive_seed(3, 11) < 2**63
