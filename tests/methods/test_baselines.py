@@ -91,7 +91,7 @@ def test_mc_dropout_draws_num_samples_distinct_masks(blobs):
 
 
 def test_temperature_minimizes_validation_nll(noisy):
-    kw = dict(SMALL, width=64, lr=0.05, epochs=150, patience=1000, batch_size=32)  # miscalibrated on purpose
+    kw = dict(SMALL, width=128, lr=0.05, epochs=150, patience=1000, batch_size=32)  # miscalibrated on purpose
     m = methods.create("temperature", **kw).fit(noisy, seed=0)
     logits = m._logits(noisy.val.x)[0].double()
     y = noisy.val.y
