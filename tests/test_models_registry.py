@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toydata import tiny_splits
 from torch import nn
+from toydata import tiny_splits
 
 import ntkbayes as nb
 from ntkbayes import models

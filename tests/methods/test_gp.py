@@ -61,6 +61,7 @@ def test_predictive_is_the_laplace_posterior(blobs):
     res = solve.newton_block(k(x, x), None, torch.nn.functional.one_hot(blobs.train.y, 3).double())
     mean, cov = posterior.predict(res, k(xt, x), torch.full((len(xt),), 3.0, dtype=torch.float64))
     expected = torch.softmax(mean[0] / torch.sqrt(1 + torch.pi / 8 * cov[0].diagonal(dim1=-2, dim2=-1)), -1)
+    # bound: same solver and formulas; only cdist vs the method's squared distances differ: cond(K)·ε on K → ≪ 1e-10
     assert (gp.predict(blobs.test.x).probs - expected).abs().max() < 1e-10
 
 
@@ -88,6 +89,7 @@ def test_lengthscale_median_vs_ml(blobs):
     ml = nb.methods.create("gp", lengthscale="ml").fit(blobs, seed=0).fit_info()
     assert len(ml["grid"]) >= len(LENGTHSCALE_GRID) * len(OUTPUTSCALE_GRID)
     assert ml["lengthscale"] in [med["lengthscale"] * m for m in LENGTHSCALE_GRID]
+    # bound: the same Newton solve of the same K twice; |ΔΨ| ≤ solve.DEFAULT_TOL·|Ψ| each
     assert ml["log_evidence"] >= med["log_evidence"] - 1e-9          # the median point is in the ML grid
     fixed = nb.methods.create("gp", lengthscale=2.0, outputscale=5.0).fit(blobs, seed=0).fit_info()
     assert fixed["lengthscale"] == 2.0 and fixed["outputscale"] == 5.0 and fixed["grid"] is None
@@ -219,5 +221,6 @@ def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, dep
     nngp, ntk = mlp_kernels(x, depth=depth, activation=activation)
     K = 2.0 * (ntk if kernel == "ntk" else nngp)
     res = solve.newton_block(K, None, torch.nn.functional.one_hot(blobs.train.y, 3).double())
+    # bound: the same newton_block on the same K (float64): identical up to reduction order, a few ulps × cond
     assert (gp.result_.f - res.f).abs().max() < 1e-10
     assert accuracy(gp.predict(blobs.test.x), blobs.test.y) > 0.8
