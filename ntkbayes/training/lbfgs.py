@@ -170,6 +170,26 @@ def _armijo(value_grad: Callable[[Tensor], tuple[Tensor, Tensor]], xk: Tensor, f
     return t, f_new, g_new, ok, calls
 
 
+def _report(s: int, iters: Tensor, evals: Tensor, calls: int, best_val: list, f: Tensor, g: Tensor,
+            tol_grad: float, tol_change: float, reason: list[str]) -> dict:
+    """The JSON-serializable per-member record of an L-BFGS run (see :func:`fit_lbfgs`)."""
+    return {
+        "optimizer": Optimizer.LBFGS.value,
+        "members": s,
+        "iterations": iters.cpu().tolist(),
+        "evaluations": evals.cpu().tolist(),
+        "function_calls": calls,
+        "best_val_nll": best_val,
+        "final_train_loss": f.cpu().tolist(),
+        "grad_norm": g.double().norm(dim=1).cpu().tolist(),
+        "grad_max": g.double().abs().amax(1).cpu().tolist(),
+        "tol_grad": float(tol_grad),
+        "tol_change": float(tol_change),
+        "converged": [r in ("grad", "loss_change") for r in reason],
+        "stop_reason": reason,
+    }
+
+
 def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None = None,
               *, loss: LossFn | None = None, weight_decay: float = 0.0, anchor: Params | None = None,
               label_smoothing: float = 0.0, max_iter: int = 500, history_size: int = DEFAULT_HISTORY_SIZE,
@@ -245,20 +265,6 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
         xv, yv = _as_device(val, params)
         best_val = member_nll(predict_stacked(fn, final, xv, eval_batch_size), yv).double().cpu().tolist()
         hist["val_nll"].append(best_val)
-    report = {
-        "optimizer": Optimizer.LBFGS.value,
-        "members": s,
-        "iterations": iters.cpu().tolist(),
-        "evaluations": evals.cpu().tolist(),
-        "function_calls": calls,
-        "best_val_nll": best_val,
-        "final_train_loss": f.cpu().tolist(),
-        "grad_norm": g.double().norm(dim=1).cpu().tolist(),
-        "grad_max": g.double().abs().amax(1).cpu().tolist(),
-        "tol_grad": float(tol_grad),
-        "tol_change": float(tol_change),
-        "converged": [r in ("grad", "loss_change") for r in reason],
-        "stop_reason": reason,
-    }
+    report = _report(s, iters, evals, calls, best_val, f, g, tol_grad, tol_change, reason)
     return TrainResult(final, report, hist)
 
