@@ -163,3 +163,22 @@ def test_deep_ensemble_and_laplace_train_a_resnet_on_images():
     la = methods.create("laplace", link="probit", **kw).fit(images, seed=0)
     assert la.predict(images.test.x).member_probs.shape == (1, len(images.test), 2)
     assert la.fit_info()["laplace_params"] == 32 * 2 + 2  # readout of a width-8 ResNet-20: 4·8 features, 2 classes
+
+
+def test_label_smoothing_reaches_the_shared_training_loop(blobs):
+    """A MAP-family option declared once (label_smoothing) is the ε of the loss every subclass trains on."""
+    from ntkbayes import training
+
+    kw = dict(SMALL, optimizer="lbfgs", weight_decay=1e-2, activation="tanh", max_iter=200)
+    for name in ("map", "deep_ensemble"):
+        m = methods.create(name, label_smoothing=0.3, **kw).fit(blobs, seed=0)
+        rep = m.fit_info()["training"]
+        loss = training.make_loss(m.fn_, 1e-2, None, 0.3)
+        s = training.num_members(m.params_)
+        x, y = blobs.train.x.double(), blobs.train.y
+        want = loss(m.params_, x.expand(s, *x.shape), y.expand(s, -1))
+        # bound: the same float64 objective summed in the same order: a few ulps
+        torch.testing.assert_close(torch.tensor(rep["final_train_loss"], dtype=torch.float64), want.detach(),
+                                   rtol=1e-12, atol=0)
+        plain = methods.create(name, **kw).fit(blobs, seed=0)
+        assert abs(plain.fit_info()["training"]["final_train_loss"][0] - rep["final_train_loss"][0]) > 1e-2
