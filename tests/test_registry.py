@@ -81,3 +81,17 @@ def test_family_defaults_to_the_name():
 
     assert _Fam.family == "_registry_test_family"
     assert nb.methods.get("ntk_ensemble").family == "ntk" and nb.methods.get("temperature").family == "map"
+
+
+def test_unreadable_annotations_accept_any_value():
+    from typing import Any
+
+    class _Loose(Method):
+        name = "_registry_test_loose"
+
+        def __init__(self, *, a: Any = None, b: "NoSuchType" = 1, c=None):  # noqa: F821
+            self.a, self.b, self.c = a, b, c
+
+    assert _Loose.check_param("a", {"x": 1}) == {"x": 1}
+    assert _Loose.check_param("b", "text") == "text"                   # unresolved annotation: not checked
+    assert _Loose.check_param("c", [1, 2]) == [1, 2]

@@ -289,8 +289,10 @@ def check_value(value: Any, hint: Any, default: Any = inspect.Parameter.empty, b
         options = (type(default),)
     if isinstance(default, Enum) and type(default) not in options:
         options = (type(default), *options)
-    if not options:
-        return value
+    readable = all((isinstance(o, type) and o not in (Any, object)) or typing.get_origin(o) in (list, tuple)
+                   for o in options)
+    if not options or not readable:
+        return value  # nothing readable (no annotation, Any, an unresolved string): accept as given
     enums = [o for o in options if isinstance(o, type) and issubclass(o, Enum)]
     if value is None:
         if type(None) in options or default is None:
