@@ -10,15 +10,31 @@ initialization, a different gradient scale (and hence a different NTK and traini
 "Depth L" = Dense → (φ → Dense) × L: L hidden nonlinearities, L hidden layers of ``width`` units, then a readout
 with C outputs. Parameters are plain ``nn.Parameter`` s so ``torch.func.functional_call`` and
 ``torch.func.stack_module_state`` work (ensembles stack them on a leading member axis).
+
+Models are pluggable like methods: :func:`register_model` adds a factory under a name (``"mlp"``, ``"cnn"`` and
+``"resnet"`` are built in), third-party packages register theirs through the entry-point group ``ntkbayes.models``,
+and ``arch = "package.module:factory"`` names any importable factory without registering it. A factory is
+``factory(feature_shape, num_classes, **options) -> nn.Module`` and receives those of the options ``width``,
+``depth``, ``activation``, ``w_std``, ``b_std``, ``parameterization`` and ``dropout`` its signature names (all of
+them when it takes ``**kwargs``). Only a model registered with ``ntk=True`` accepts ``parameterization="ntk"``.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
+from importlib.metadata import entry_points
 
 import torch
 from torch import nn
+
+#: Entry-point group through which third-party packages register model factories (each entry point's module
+#: calls :func:`register_model` when imported).
+ENTRY_POINT_GROUP = "ntkbayes.models"
 
 
 class Parameterization(str, Enum):
@@ -264,15 +280,117 @@ class ResNet(nn.Module):
         return self.net(x)
 
 
-def build_model(feature_shape: tuple[int, ...], num_classes: int, arch: str = "mlp", **kwargs) -> nn.Module:
-    """An MLP for flat/any inputs, or a CNN / ResNet for (channels, H, W) images."""
-    if arch == "mlp":
-        return MLP(math.prod(feature_shape), num_classes, **kwargs)
-    if arch in ("cnn", "resnet"):
-        if len(feature_shape) != 3:
-            raise ValueError(f"arch={arch!r} needs image inputs (channels, H, W), got feature shape {feature_shape}")
-        return (CNN if arch == "cnn" else ResNet)(feature_shape[0], num_classes, **kwargs)
-    raise ValueError(f"unknown arch {arch!r}; expected 'mlp', 'cnn' or 'resnet'")
+# -- model registry --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its factory and whether it accepts ``parameterization="ntk"``."""
+
+    factory: Callable[..., nn.Module]
+    ntk: bool = False
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_model(name: str, factory: Callable[..., nn.Module] | None = None, *, ntk: bool = False):
+    """Register ``factory(feature_shape, num_classes, **options) -> nn.Module`` under ``name`` (also usable as a
+    decorator: ``@register_model("mine")``). ``ntk=True`` declares that it accepts ``parameterization="ntk"``
+    (math.md (a)). A name registered twice with different factories is an error."""
+    if ":" in name or not name:
+        raise ValueError(f"register_model: name must be non-empty without ':', got {name!r}")
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        old = _MODELS.get(name)
+        if old is not None and old.factory is not f and _qualname(old.factory) != _qualname(f):
+            raise ValueError(f"model name {name!r} is registered twice: {_qualname(old.factory)} and {_qualname(f)}")
+        _MODELS[name] = ModelEntry(f, bool(ntk))
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def _qualname(f: Callable) -> str:
+    return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+
+
+def available_models() -> list[str]:
+    """Names of every registered model (entry points included), sorted."""
+    global _ENTRY_POINTS_LOADED
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+    return sorted(_MODELS)
+
+
+def model_entry(arch: str) -> ModelEntry:
+    """The entry of a registered name, or of ``"package.module:factory"`` (imported; not NTK-parameterizable)."""
+    if not isinstance(arch, str):
+        raise ValueError(f"expected a model name {available_models()} or 'package.module:factory', got {arch!r}")
+    if ":" in arch:
+        module, _, attr = arch.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import model factory {arch!r}: {exc}") from None
+        if not callable(factory):
+            raise ValueError(f"model factory {arch!r} is not callable")
+        return ModelEntry(factory, False)
+    if arch not in available_models():
+        raise ValueError(f"expected one of {available_models()} or 'package.module:factory', got {arch!r}")
+    return _MODELS[arch]
+
+
+def check_arch(value: str) -> str:
+    """Check a model name or ``"package.module:factory"`` (importing it); return it unchanged."""
+    model_entry(value)
+    return value
+
+
+def build_model(feature_shape: tuple[int, ...], num_classes: int, arch: str = "mlp", **options) -> nn.Module:
+    """The model ``arch`` (registered name or ``"package.module:factory"``) for inputs of ``feature_shape`` and
+    ``num_classes`` outputs; the factory gets the ``options`` its signature names. Refuses
+    ``parameterization="ntk"`` for a model not registered with ``ntk=True`` and ``dropout > 0`` for a factory
+    without a ``dropout`` argument."""
+    entry = model_entry(arch)
+    if options.get("parameterization", "standard") != "standard" and not entry.ntk:
+        ntk_models = [k for k, e in _MODELS.items() if e.ntk]
+        raise ValueError(f"arch {arch!r} is not NTK-parameterizable (registered with ntk=True: {ntk_models}); "
+                         "the NTK modes need such a model")
+    sig = inspect.signature(entry.factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        if options.get("dropout", 0.0) and "dropout" not in sig:
+            raise ValueError(f"arch {arch!r}: the factory takes no dropout argument (mc_dropout needs one)")
+        options = {k: v for k, v in options.items() if k in sig}
+    model = entry.factory(tuple(feature_shape), int(num_classes), **options)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"arch {arch!r}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def _image_channels(arch: str, feature_shape: tuple[int, ...]) -> int:
+    if len(feature_shape) != 3:
+        raise ValueError(f"arch={arch!r} needs image inputs (channels, H, W), got feature shape {feature_shape}")
+    return feature_shape[0]
+
+
+@register_model("mlp", ntk=True)
+def _mlp(feature_shape: tuple[int, ...], num_classes: int, **options) -> MLP:
+    """:class:`MLP` on flattened inputs."""
+    return MLP(math.prod(feature_shape), num_classes, **options)
+
+
+@register_model("cnn", ntk=True)
+def _cnn(feature_shape: tuple[int, ...], num_classes: int, **options) -> CNN:
+    """:class:`CNN` for (channels, H, W) images; ``width`` = channels."""
+    return CNN(_image_channels("cnn", feature_shape), num_classes, **options)
+
+
+@register_model("resnet")
+def _resnet(feature_shape: tuple[int, ...], num_classes: int, **options) -> ResNet:
+    """:class:`ResNet` (GroupNorm) for CIFAR-sized images; ``width`` = stem channels, ``depth`` = ResNet depth."""
+    return ResNet(_image_channels("resnet", feature_shape), num_classes, **options)
 
 
 class _Elementwise(nn.Module):
@@ -309,7 +427,8 @@ def as_torch_layers(model: nn.Module) -> nn.Module:
 
     Libraries that recognize layers by type (laplace-torch's last-layer search, curvlinops' KFAC) need them; the
     NTK-parameterization multipliers are folded into the weights. MLP/CNN → ``nn.Sequential`` whose last entry
-    is the readout ``nn.Linear``; a :class:`ResNet` is returned as its torch-uncertainty network (a deep copy).
+    is the readout ``nn.Linear``; a :class:`ResNet` is returned as its torch-uncertainty network, any other model
+    as itself (deep copies).
     """
     import copy
 
@@ -331,6 +450,6 @@ def as_torch_layers(model: nn.Module) -> nn.Module:
                 c.bias.mul_(model.b_std if ntk else 1.0)
             layers += [c, _Elementwise(act)]
         layers += [_GlobalAvgPool(), _linear_from(model.readout)]
-    else:
-        raise ValueError(f"as_torch_layers: expected an MLP, CNN or ResNet, got {type(model).__name__}")
+    else:  # a model of the user's: already built from torch layers (laplace-torch finds its last nn.Linear)
+        return copy.deepcopy(model).eval()
     return nn.Sequential(*layers).eval()

@@ -17,15 +17,17 @@ marginal likelihood; the predictive samples the latent f from its marginals and 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ntkbayes.methods.base import Method
-from ntkbayes.methods.map import enum_param
+from ntkbayes.methods.base import GaussianLink, Method
+from ntkbayes.models import Activation
 from ntkbayes.ntk import posterior, solve
 from ntkbayes.predictive import Predictive
+from ntkbayes.seeding import derive_seed
+from ntkbayes.training import seeded_rng
 from ntkbayes.utils import check_memory
 
 #: Largest training set solved exactly; larger ones are subsampled (stratified, seeded). The block Newton costs
@@ -51,8 +53,8 @@ DEFAULT_TRAIN_ITERS = 100
 DEFAULT_LR = 0.1
 
 
-class Kernel(str, Enum):
-    """Prior covariance of each class's latent function."""
+class Covariance(str, Enum):
+    """Prior covariance function of each class's latent function."""
 
     RBF = "rbf"
     """s·exp(−‖x−x'‖²/(2ℓ²)); ℓ by ``lengthscale``."""
@@ -60,15 +62,6 @@ class Kernel(str, Enum):
     """s·K_nngp: infinite-width MLP at initialization (``depth``, ``activation``, ``w_std``, ``b_std``)."""
     NTK = "ntk"
     """s·Θ: infinite-width NTK of the same MLP (the GP whose MAP is the trained wide network, math.md (c))."""
-
-
-class Link(str, Enum):
-    """How the Gaussian latent predictive becomes class probabilities (math.md (d))."""
-
-    MC = "mc"
-    """S = ``num_samples`` members softmax(f^(s)), f^(s) ~ N(μ*, Σ*) (R&W Alg. 3.4)."""
-    PROBIT = "probit"
-    """One member softmax(κ∘μ*), κ_c = (1 + π/8 Σ*_cc)^{-1/2}."""
 
 
 class Backend(str, Enum):
@@ -108,26 +101,46 @@ def stratified_subset(y: Tensor, size: int, generator: torch.Generator) -> Tenso
     return out.sort().values
 
 
+def _scale_check(allowed: tuple[str, ...]):
+    """Checker of a ``str | float`` scale option: one of ``allowed`` or a positive number."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value in allowed:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) > 0:
+            return float(value)
+        raise ValueError(f"expected one of {list(allowed)} or a positive number, got {value!r}")
+
+    return check
+
+
 class GPClassifier(Method):
     """Multiclass GP classifier (module docstring). Inputs are flattened to (N, D) and used in float64.
 
     Args:
-        kernel: :class:`Kernel`. lengthscale (rbf): ``"median"``, ``"ml"`` (Laplace evidence over
+        kernel: :class:`Covariance`. lengthscale (rbf): ``"median"``, ``"ml"`` (Laplace evidence over
             ``LENGTHSCALE_GRID`` × median) or a number. outputscale: a number s or ``"ml"``
             (``OUTPUTSCALE_GRID``, extended at its edges).
-        link: :class:`Link`. num_samples: S for the MC link.
+        link: :class:`~ntkbayes.methods.base.GaussianLink`. num_samples: S for the MC link.
         depth, activation, w_std, b_std: the MLP whose infinite-width kernel ``nngp``/``ntk`` use.
         max_train: training points used at most (stratified subsample beyond).
         backend: :class:`Backend`. train_iters, lr: Adam settings of the GPyTorch backend.
     """
 
     name = "gp"
+    family = "gp"
+    test_params: ClassVar[dict[str, Any]] = {"num_samples": 4, "train_iters": 5, "max_train": 200}
+    dry_run_params: ClassVar[dict[str, Any]] = {"max_train": 64, "num_samples": 8, "train_iters": 3}
+    search_space: ClassVar[dict[str, list]] = {"kernel": ["rbf", "nngp", "ntk"], "outputscale": ["ml", 1.0, 10.0]}
+    param_bounds = {"num_samples": (1, None), "depth": (0, None), "w_std": (0.0, None), "b_std": (0.0, None),
+                    "max_train": (2, None), "train_iters": (1, None), "lr": (0.0, None)}
+    param_checks = {"lengthscale": _scale_check(("median", "ml")), "outputscale": _scale_check(("ml",))}
 
-    def __init__(self, kernel: str = "rbf", lengthscale: str | float = "median", outputscale: str | float = "ml",
-                 link: str = "mc", num_samples: int = DEFAULT_NUM_SAMPLES, depth: int = 2,
-                 activation: str = "relu", w_std: float = 1.5, b_std: float = 0.05,
-                 max_train: int = DEFAULT_MAX_TRAIN, backend: str = "exact",
-                 train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR):
+    def __init__(self, *, kernel: Covariance = Covariance.RBF, lengthscale: str | float = "median",
+                 outputscale: str | float = "ml", link: GaussianLink = GaussianLink.MC,
+                 num_samples: int = DEFAULT_NUM_SAMPLES, depth: int = 2, activation: Activation = Activation.RELU,
+                 w_std: float = 1.5, b_std: float = 0.05, max_train: int = DEFAULT_MAX_TRAIN,
+                 backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR):
         self.kernel = kernel
         self.lengthscale = lengthscale
         self.outputscale = outputscale
@@ -144,45 +157,42 @@ class GPClassifier(Method):
 
     # -- hyperparameter checks --------------------------------------------------------------------------------
     def _check(self) -> None:
-        self.kernel_ = enum_param(Kernel, self.kernel, "kernel")
-        self.link_ = enum_param(Link, self.link, "link")
-        self.backend_ = enum_param(Backend, self.backend, "backend")
-        for name, value in (("lengthscale", self.lengthscale), ("outputscale", self.outputscale)):
-            ok = value in ("ml", "median") if isinstance(value, str) else float(value) > 0
-            if not ok or (name == "outputscale" and value == "median"):
-                choices = "'ml', 'median'" if name == "lengthscale" else "'ml'"
-                raise ValueError(f"{name}: expected {choices} or a positive number, got {value!r}")
-        if int(self.num_samples) < 1 or int(self.max_train) < 2:
-            raise ValueError(f"num_samples ≥ 1 and max_train ≥ 2 expected, got {self.num_samples}, {self.max_train}")
-        if self.backend_ is Backend.GPYTORCH and self.kernel_ is not Kernel.RBF:
+        self.kernel_ = Covariance(self.kernel)
+        self.link_ = GaussianLink(self.link)
+        self.backend_ = Backend(self.backend)
+        if self.backend_ is Backend.GPYTORCH and self.kernel_ is not Covariance.RBF:
             raise ValueError(f"kernel: backend='gpytorch' supports 'rbf' only, got {self.kernel_.value!r}")
+
+    @property
+    def _activation(self) -> str:
+        return Activation(self.activation).value
 
     # -- kernels ----------------------------------------------------------------------------------------------
     def _base_kernel(self, x1: Tensor, x2: Tensor, lengthscale: float | None) -> Tensor:
         """Unscaled kernel (N, M): exp(−d²/2ℓ²) or the analytic NNGP / NTK."""
-        if self.kernel_ is Kernel.RBF:
+        if self.kernel_ is Covariance.RBF:
             return torch.exp(-_sqdist(x1, x2) / (2 * lengthscale**2))
         from ntkbayes.ntk.analytic import mlp_kernels
 
         # the square path for K(X, X): exactly symmetric with exact diagonal expectations (quadrature activations)
-        nngp, ntk = mlp_kernels(x1, None if x2 is x1 else x2, depth=self.depth, activation=self.activation,
+        nngp, ntk = mlp_kernels(x1, None if x2 is x1 else x2, depth=self.depth, activation=self._activation,
                                 w_std=self.w_std, b_std=self.b_std)
-        return (nngp if self.kernel_ is Kernel.NNGP else ntk).to(x1.dtype)
+        return (nngp if self.kernel_ is Covariance.NNGP else ntk).to(x1.dtype)
 
     def _base_diag(self, x: Tensor) -> Tensor:
-        if self.kernel_ is Kernel.RBF:
+        if self.kernel_ is Covariance.RBF:
             return torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         from ntkbayes.ntk.analytic import mlp_kernels_diag
 
-        nngp, ntk = mlp_kernels_diag(x, depth=self.depth, activation=self.activation, w_std=self.w_std,
+        nngp, ntk = mlp_kernels_diag(x, depth=self.depth, activation=self._activation, w_std=self.w_std,
                                      b_std=self.b_std)
-        return (nngp if self.kernel_ is Kernel.NNGP else ntk).to(x.dtype)
+        return (nngp if self.kernel_ is Covariance.NNGP else ntk).to(x.dtype)
 
     # -- fit --------------------------------------------------------------------------------------------------
     def _fit(self, data, seed: int, device: torch.device) -> None:
         self._check()
         self.seed_ = seed
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "gp_subset"))
         x, y = data.train.x.flatten(1).to(device, torch.float64), data.train.y.to(device)
         n_all, C = x.shape[0], self.num_classes_
         if n_all > int(self.max_train):
@@ -194,12 +204,12 @@ class GPClassifier(Method):
                                       "subsampled_from": n_all if N < n_all else None}
         check_memory((3 * C + 2) * N**2 * 8, device, f"GP classification kernel solve (N = {N}, C = {C})",
                      "max_train (subsample the training set)")
-        median = median_lengthscale(x, gen) if self.kernel_ is Kernel.RBF else None
+        median = median_lengthscale(x, gen) if self.kernel_ is Covariance.RBF else None
         if self.backend_ is Backend.GPYTORCH:
             self._fit_gpytorch(x, y, C, seed, median)
             return
         Y = torch.nn.functional.one_hot(y, C).to(torch.float64)
-        if self.kernel_ is not Kernel.RBF:
+        if self.kernel_ is not Covariance.RBF:
             lengthscales = [None]
         elif self.lengthscale == "ml":
             lengthscales = [median * m for m in LENGTHSCALE_GRID]
@@ -248,9 +258,12 @@ class GPClassifier(Method):
         return best[0], best[1], best[3], grid
 
     def _fit_gpytorch(self, x: Tensor, y: Tensor, C: int, seed: int, median: float) -> None:
+        with seeded_rng(derive_seed(seed, "gpytorch"), x.device):  # GPyTorch draws from the global RNG
+            self._train_gpytorch(x, y, C, median)
+
+    def _train_gpytorch(self, x: Tensor, y: Tensor, C: int, median: float) -> None:
         import gpytorch
 
-        torch.manual_seed(seed)
         if int(y.max()) + 1 != C or torch.unique(y).numel() != C:
             raise ValueError(f"backend='gpytorch': the training labels must contain all {C} classes")
         lik = gpytorch.likelihoods.DirichletClassificationLikelihood(y, learn_additional_noise=True,
@@ -294,9 +307,9 @@ class GPClassifier(Method):
         if x.shape[1] != self.x_train_.shape[1]:
             raise ValueError(f"x: expected {self.x_train_.shape[1]} features, got {x.shape[1]}")
         mean, cov = self._latent(x)
-        if self.link_ is Link.PROBIT:
+        if self.link_ is GaussianLink.PROBIT:
             return Predictive.from_logits(posterior.probit_logits(mean, cov).unsqueeze(0))
-        gen = torch.Generator().manual_seed(self.seed_)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed_, "gp_samples"))
         return Predictive.from_logits(posterior.sample_logits(mean, cov, int(self.num_samples), gen))
 
 

@@ -19,27 +19,17 @@ from __future__ import annotations
 import math
 import warnings
 from enum import Enum
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ntkbayes.methods.map import (
-    DEFAULT_B_STD,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_DEPTH,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
-    DEFAULT_MAX_ITER,
-    DEFAULT_PATIENCE,
-    DEFAULT_W_STD,
-    DEFAULT_WEIGHT_DECAY,
-    DEFAULT_WIDTH,
-    MAP,
-    enum_param,
-)
+from ntkbayes.methods.base import GaussianLink
+from ntkbayes.methods.map import MAP
 from ntkbayes.models import as_torch_layers
 from ntkbayes.predictive import Predictive
+from ntkbayes.seeding import derive_seed
 from ntkbayes.training import member
 from ntkbayes.utils import check_memory
 
@@ -64,15 +54,6 @@ class Hessian(str, Enum):
     """Dense P × P (only where the memory estimate allows)."""
 
 
-class Link(str, Enum):
-    """How the Gaussian over logits N(μ*, Σ*) is pushed through the softmax (math.md (d))."""
-
-    PROBIT = "probit"
-    """softmax(μ*/√(1 + π/8·diag Σ*)); deterministic, S = 1."""
-    MC = "mc"
-    """S = ``num_samples`` logit samples μ* + chol(Σ*) z, one member each (so epistemic scores are defined)."""
-
-
 class PriorFit(str, Enum):
     """How the prior precision κ is chosen."""
 
@@ -83,13 +64,13 @@ class PriorFit(str, Enum):
 
 
 #: Posterior over the readout only: Laplace Redux's recommended default (most of the gain, a fraction of the cost).
-DEFAULT_SUBSET = "last_layer"
+DEFAULT_SUBSET = Subset.LAST_LAYER
 #: K-FAC: near-full quality at block-diagonal cost (Laplace Redux §4).
-DEFAULT_HESSIAN = "kron"
+DEFAULT_HESSIAN = Hessian.KRON
 #: Monte Carlo: probit is off by up to 0.1 in probability when Σ* is large (math.md (d), verified).
-DEFAULT_LINK = "mc"
+DEFAULT_LINK = GaussianLink.MC
 #: Marginal likelihood: uses the training data only and needs no grid.
-DEFAULT_PRIOR_FIT = "marglik"
+DEFAULT_PRIOR_FIT = PriorFit.MARGLIK
 #: Logit samples for ``link="mc"``: the same Monte-Carlo budget as ``mc_dropout``, so their stored predictions and
 #: mutual-information estimates compare.
 DEFAULT_NUM_SAMPLES = 32
@@ -104,6 +85,16 @@ JACOBIAN_BYTES = 2**28
 MAX_ROWS = 1024
 
 
+def _readout(net: nn.Module) -> tuple[str, nn.Module]:
+    """Name and module of the network's last ``nn.Linear`` (the readout laplace-torch's last-layer subset uses)."""
+    if isinstance(getattr(net, "linear", None), nn.Linear):  # torch-uncertainty's ResNet
+        return "linear", net.linear
+    linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"laplace: the network {type(net).__name__} has no torch.nn.Linear readout")
+    return linears[-1]
+
+
 def check_no_batchnorm(net: nn.Module) -> None:
     """Refuse networks with BatchNorm (its running statistics and missing K-FAC factors are Laplace traps)."""
     bn = [n for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -115,23 +106,24 @@ def check_no_batchnorm(net: nn.Module) -> None:
 class Laplace(MAP):
     """MAP network + linearized Laplace posterior (laplace-torch) + GLM predictive.
 
-    Args: subset (:class:`Subset`), hessian (:class:`Hessian`), link (:class:`Link`), prior_fit
-    (:class:`PriorFit`), num_samples (S for ``link="mc"``); the rest as :class:`~ntkbayes.methods.map.MAP`.
-    Predictive: (S, N, C) with S = ``num_samples`` (mc) or 1 (probit).
+    Args: subset (:class:`Subset`), hessian (:class:`Hessian`), link (:class:`~ntkbayes.methods.base.GaussianLink`),
+    prior_fit (:class:`PriorFit`), num_samples (S for ``link="mc"``); every other keyword as
+    :class:`~ntkbayes.methods.map.MAP`. A model of the user's must be built from torch layers with an
+    ``nn.Linear`` readout (laplace-torch's last-layer search). Predictive: (S, N, C) with S = ``num_samples`` (mc,
+    with member logits) or 1 (probit).
     """
 
     name = "laplace"
+    family = "laplace"
+    test_params: ClassVar[dict[str, Any]] = {**MAP.test_params, "num_samples": 4}
+    dry_run_params: ClassVar[dict[str, Any]] = {**MAP.dry_run_params, "num_samples": 8}
+    search_space: ClassVar[dict[str, list]] = {**MAP.search_space, "prior_fit": ["marglik", "val_nll"]}
+    param_bounds = {**MAP.param_bounds, "num_samples": (1, None)}
 
-    def __init__(self, *, subset: str = DEFAULT_SUBSET, hessian: str = DEFAULT_HESSIAN, link: str = DEFAULT_LINK,
-                 prior_fit: str = DEFAULT_PRIOR_FIT, num_samples: int = DEFAULT_NUM_SAMPLES,
-                 width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
-                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
-                 batch_size: int = DEFAULT_BATCH_SIZE, patience: int = DEFAULT_PATIENCE, optimizer: str = "adam",
-                 max_iter: int = DEFAULT_MAX_ITER, arch: str = "mlp", dtype: str = "float32"):
-        super().__init__(width=width, depth=depth, activation=activation, w_std=w_std, b_std=b_std,
-                         weight_decay=weight_decay, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience,
-                         optimizer=optimizer, max_iter=max_iter, arch=arch, dtype=dtype)
+    def __init__(self, *, subset: Subset = DEFAULT_SUBSET, hessian: Hessian = DEFAULT_HESSIAN,
+                 link: GaussianLink = DEFAULT_LINK, prior_fit: PriorFit = DEFAULT_PRIOR_FIT,
+                 num_samples: int = DEFAULT_NUM_SAMPLES, **kwargs: Any):
+        super().__init__(**kwargs)
         self.subset = subset
         self.hessian = hessian
         self.link = link
@@ -142,20 +134,14 @@ class Laplace(MAP):
     def _fit(self, data, seed: int, device: torch.device) -> None:
         from laplace import Laplace as LaplaceTorch
 
-        subset = enum_param(Subset, self.subset, "subset")
-        hessian = enum_param(Hessian, self.hessian, "hessian")
-        enum_param(Link, self.link, "link")
-        prior_fit = enum_param(PriorFit, self.prior_fit, "prior_fit")
-        if int(self.num_samples) < 1:
-            raise ValueError(f"num_samples: expected ≥ 1, got {self.num_samples}")
+        subset, hessian, prior_fit = Subset(self.subset), Hessian(self.hessian), PriorFit(self.prior_fit)
         self._train(data, seed, device, members=1)
         net = self._map_network()
         check_no_batchnorm(net)
-        readout = net.linear if hasattr(net, "linear") else net[-1]
+        last_name, readout = _readout(net)
         n_la = sum(p.numel() for p in (readout if subset is Subset.LAST_LAYER else net).parameters())
         self._plan_memory(n_la, hessian, subset, device)
         self.seed_ = int(seed)
-        last_name = "linear" if hasattr(net, "linear") else str(len(net) - 1)
         kwargs = {"last_layer_name": last_name} if subset is Subset.LAST_LAYER else {}
         la = LaplaceTorch(net, "classification", subset_of_weights=subset.value, hessian_structure=hessian.value,
                           **kwargs)
@@ -175,8 +161,8 @@ class Laplace(MAP):
         if not (math.isfinite(kappa) and kappa > 0):
             raise FloatingPointError(f"laplace: prior precision fit gave κ = {kappa}; expected a finite κ > 0")
         self.prior_precision_ = kappa
-        self.info_.update(subset=subset.value, hessian=hessian.value, link=self.link, prior_fit=prior_fit.value,
-                          num_samples=int(self.num_samples), laplace_params=int(n_la),
+        self.info_.update(subset=subset.value, hessian=hessian.value, link=GaussianLink(self.link).value,
+                          prior_fit=prior_fit.value, num_samples=int(self.num_samples), laplace_params=int(n_la),
                           map_prior_precision=self.info_["prior_precision"], prior_precision=kappa,
                           log_marginal_likelihood=float(la.log_marginal_likelihood().detach()),
                           jacobian_rows=self.rows_)
@@ -208,8 +194,8 @@ class Laplace(MAP):
     def _laplace_predict(self, x: Tensor) -> Predictive:
         """GLM predictive on x (N, ...) in row blocks; MC samples from a generator seeded by the fit seed."""
         x = x.to(device=self.device_, dtype=self.torch_dtype)
-        mc = enum_param(Link, self.link, "link") is Link.MC
-        gen = torch.Generator(device=self.device_).manual_seed(self.seed_ * 1000 + 999)
+        mc = GaussianLink(self.link) is GaussianLink.MC
+        gen = torch.Generator(device=self.device_).manual_seed(derive_seed(self.seed_, "laplace_samples"))
         out = []
         with torch.enable_grad():  # laplace-torch's Jacobians need autograd even inside Method.predict's no_grad
             for a in range(0, x.shape[0], self.rows_):

@@ -7,6 +7,8 @@ starts from zero, ignores the seed and is deterministic. Inputs (N, ...) are fla
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor
 
@@ -23,14 +25,16 @@ class Logistic(Method):
     """Linear softmax classifier. Args: weight_decay λ ≥ 0, max_iter. Predictive: S = 1, (1, N, C)."""
 
     name = "logistic"
+    family = "linear"
+    dry_run_params: ClassVar[dict[str, Any]] = {"max_iter": 10}
+    search_space: ClassVar[dict[str, list]] = {"weight_decay": [1e-4, 1e-3, 1e-2, 1e-1]}
+    param_bounds = {"weight_decay": (0.0, None), "max_iter": (1, None)}
 
     def __init__(self, *, weight_decay: float = DEFAULT_WEIGHT_DECAY, max_iter: int = DEFAULT_MAX_ITER):
         self.weight_decay = weight_decay
         self.max_iter = max_iter
 
     def _fit(self, data, seed: int, device: torch.device) -> None:
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: expected ≥ 0, got {self.weight_decay}")
         x = data.train.x.flatten(1).to(device=device, dtype=torch.float64)
         y = data.train.y.to(device)
         w = torch.zeros(self.num_classes_, x.shape[1], dtype=x.dtype, device=device, requires_grad=True)

@@ -3,32 +3,22 @@
 One ``map``-family network with dropout probability ``dropout`` after every hidden nonlinearity, trained with CE +
 weight decay and early stopping on the validation NLL of the dropout-free network (the usual weight-scaling
 approximation). Prediction repeats the batch S = ``num_samples`` times and runs one forward pass with dropout on,
-so the S masks are drawn in one vectorized call; the masks come from the global RNG seeded from the fit seed, so
-the same seed and inputs give the same samples.
+so the S masks are drawn in one vectorized call; the masks come from the global RNG, seeded inside a fork with
+``derive_seed(seed, "dropout_predict")``, so the same seed and inputs give the same samples.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ntkbayes import training
-from ntkbayes.methods.map import (
-    DEFAULT_B_STD,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_DEPTH,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
-    DEFAULT_MAX_ITER,
-    DEFAULT_PATIENCE,
-    DEFAULT_W_STD,
-    DEFAULT_WEIGHT_DECAY,
-    DEFAULT_WIDTH,
-    MAP,
-)
+from ntkbayes.methods.map import MAP
 from ntkbayes.predictive import Predictive
+from ntkbayes.seeding import derive_seed
 
 #: Dropout probability: 0.1 keeps the MAP accuracy on the offline datasets while giving spread (Gal's UCI setups
 #: use 0.05–0.1; 0.5 costs accuracy on small MLPs).
@@ -43,29 +33,24 @@ PREDICT_ROWS = 8192
 class MCDropout(MAP):
     """MAP network trained with dropout; S = ``num_samples`` dropout passes at prediction.
 
-    Args: ``dropout`` p in (0, 1); ``num_samples`` S; the rest as :class:`~ntkbayes.methods.map.MAP`.
-    Predictive: member probabilities (S, N, C), one member per dropout mask.
+    Args: ``dropout`` p in (0, 1); ``num_samples`` S; every other keyword as :class:`~ntkbayes.methods.map.MAP`
+    (the model's factory must take ``dropout``). Predictive: member probabilities (S, N, C), one member per
+    dropout mask, with member logits.
     """
 
     name = "mc_dropout"
+    family = "dropout"
+    test_params: ClassVar[dict[str, Any]] = {**MAP.test_params, "num_samples": 4}
+    dry_run_params: ClassVar[dict[str, Any]] = {**MAP.dry_run_params, "num_samples": 8}
+    search_space: ClassVar[dict[str, list]] = {**MAP.search_space, "dropout": [0.05, 0.1, 0.2]}
+    param_bounds = {**MAP.param_bounds, "dropout": (0.01, 0.99), "num_samples": (1, None)}
 
-    def __init__(self, *, dropout: float = DEFAULT_DROPOUT, num_samples: int = DEFAULT_NUM_SAMPLES,
-                 width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
-                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
-                 batch_size: int = DEFAULT_BATCH_SIZE, patience: int = DEFAULT_PATIENCE, optimizer: str = "adam",
-                 max_iter: int = DEFAULT_MAX_ITER, arch: str = "mlp", dtype: str = "float32"):
-        super().__init__(width=width, depth=depth, activation=activation, w_std=w_std, b_std=b_std,
-                         weight_decay=weight_decay, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience,
-                         optimizer=optimizer, max_iter=max_iter, arch=arch, dtype=dtype)
+    def __init__(self, *, dropout: float = DEFAULT_DROPOUT, num_samples: int = DEFAULT_NUM_SAMPLES, **kwargs: Any):
+        super().__init__(**kwargs)
         self.dropout = dropout
         self.num_samples = num_samples
 
     def _fit(self, data, seed, device) -> None:
-        if not 0.0 < float(self.dropout) < 1.0:
-            raise ValueError(f"dropout: expected a probability in (0, 1), got {self.dropout}")
-        if int(self.num_samples) < 1:
-            raise ValueError(f"num_samples: expected ≥ 1, got {self.num_samples}")
         self._train(data, seed, device, members=1, dropout=float(self.dropout))
         self.dropout_module_ = copy.deepcopy(self.module_).train()
         self.seed_ = int(seed)
@@ -77,7 +62,7 @@ class MCDropout(MAP):
         params = training.member(self.params_, 0)
         step = max(1, PREDICT_ROWS // s)
         out = []
-        with training.seeded_rng(self.seed_ * 1000 + 999, self.device_):
+        with training.seeded_rng(derive_seed(self.seed_, "dropout_predict"), self.device_):
             for a in range(0, x.shape[0], step):
                 xb = x[a:a + step]
                 rep = xb.unsqueeze(0).expand(s, *xb.shape).reshape(s * xb.shape[0], *xb.shape[1:])

@@ -1,4 +1,4 @@
-"""NTK ensemble: networks from independent initializations under NTK-regularized cross-entropy (issue 4).
+"""NTK ensemble: networks from independent initializations under NTK-regularized cross-entropy.
 
 Plenk, Calvo-Ordonez, Cartea, Gal, van der Wilk, Ciosek, "The Neural Tangent Kernel for Classification" (2026):
 each member minimizes, from its own random θ0 (math.md §0, (c)),
@@ -34,15 +34,24 @@ from torch import Tensor
 
 from ntkbayes import training
 from ntkbayes.methods.base import Method
-from ntkbayes.methods.map import enum_param, member_seeds
 from ntkbayes.models import MLP, Activation
 from ntkbayes.ntk import solve
 from ntkbayes.ntk.analytic import mlp_kernels, mlp_kernels_diag
 from ntkbayes.ntk.empirical import empirical_ntk
-from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP, derive_seed
+from ntkbayes.ntk.ensemble_kernel import (
+    GPPrior,
+    RowTable,
+    StackedMLP,
+    ensemble_nll,
+    newton_summary,
+    take_members,
+    training_summary,
+)
 from ntkbayes.ntk.linearize import Linearized
 from ntkbayes.ntk.solve_cg import cg_memory_bytes, cholesky_memory_bytes
 from ntkbayes.predictive import Predictive
+from ntkbayes.seeding import derive_seed, member_seeds
+from ntkbayes.training import DType, Optimizer
 from ntkbayes.utils import available_memory, check_memory
 
 #: Members S. 8 gives usable epistemic spread (mutual information, variance) at 8× the cost of one network;
@@ -61,8 +70,8 @@ DEFAULT_DEPTH = 2
 DEFAULT_W_STD = 1.5
 DEFAULT_B_STD = 0.05
 #: λ on the mean CE (κ = λN): 1e-3 is a light regularizer for N ~ 10³ (κ ≈ 1, the NTKGP-consistent scale,
-#: math.md (e)) and keeps L-BFGS well conditioned. Sweep it with ``reg_grid``.
-DEFAULT_REG = 1e-3
+#: math.md (e)) and keeps L-BFGS well conditioned. Sweep it with ``weight_decay_grid``.
+DEFAULT_WEIGHT_DECAY = 1e-3
 #: L-BFGS iteration cap. Generous so members are trained to the tolerance, not to a budget: digits and mnist1d
 #: subsets with λ = 1e-3 converge in at most ~600 iterations (network) / ~40 (linearized); the cap only binds
 #: for λ = 0 with one-hot targets (no finite minimizer), which is then recorded as not converged.
@@ -103,7 +112,7 @@ _HISTORY = training.DEFAULT_HISTORY_SIZE
 
 
 class Mode(str, Enum):
-    """How each member's trained function is computed (issue 4)."""
+    """How each member's trained function is computed (math.md (b), (c))."""
 
     NETWORK = "network"
     """Finite-width NTK-parameterized MLPs f(x; θ) from independent inits, trained on the objective."""
@@ -114,8 +123,8 @@ class Mode(str, Enum):
     interpolant (λ = 0), math.md (c); no training."""
 
 
-class Kernel(str, Enum):
-    """Kernel of ``mode="kernel"``."""
+class TangentKernel(str, Enum):
+    """Which neural tangent kernel ``mode="kernel"`` solves with."""
 
     EMPIRICAL = "empirical"
     """Each member's empirical NTK at its init, the full (NC × NC) Gram: equals the trained linearized member."""
@@ -132,64 +141,54 @@ class Prior(str, Enum):
     """f̃ = f + δ with the untrainable δ = J_{<readout}(θ0)·θ*_{<readout}: prior covariance Θ (He et al. 2020)."""
 
 
-class OptimizerChoice(str, Enum):
-    """Training algorithm of the network and linearized modes."""
-
-    AUTO = "auto"
-    """L-BFGS when the full batch fits in memory (``LBFGS_MEMORY_FRACTION``), else Adam."""
-    LBFGS = "lbfgs"
-    """Full-batch L-BFGS to the gradient tolerance ``tol`` (the regularized optimum itself)."""
-    ADAM = "adam"
-    """Minibatch Adam with per-member early stopping on validation NLL."""
-
-
-class DTypeChoice(str, Enum):
-    """Floating-point precision."""
-
-    AUTO = "auto"
-    """float32 for the network and linearized modes (matmul speed; GPUs), float64 for kernel solves (Newton with
-    small λ needs it, and kernels cost O(N²), not O(P))."""
-    FLOAT32 = "float32"
-    """Everything in float32."""
-    FLOAT64 = "float64"
-    """Everything in float64 (tests, tight comparisons between modes)."""
-
-
 class NTKEnsemble(Method):
     """Ensemble of S NTK-parameterized MLPs, linearized models or kernel solutions (module docstring).
 
     Args (defaults are the module constants, each documented with why):
-        mode: :class:`Mode`. kernel: :class:`Kernel` (``mode="kernel"`` only).
-        members: S. width, depth, activation, w_std, b_std: the MLP (math.md (a)).
-        reg: λ ≥ 0 on the mean CE (κ = λN); 0 only with ``label_smoothing`` > 0, except that the network and
+        mode: :class:`Mode`. kernel: :class:`TangentKernel` (``mode="kernel"`` only).
+        members: S. width, depth, activation, w_std, b_std: the NTK-parameterized MLP of ``ntkbayes.models``
+            (math.md (a)); the batched-matmul paths and the analytic kernels are written for it, so this method
+            takes no other model.
+        weight_decay: λ ≥ 0 on the mean CE (κ = λN); 0 only with ``label_smoothing`` > 0, except that the network and
             linearized modes allow λ = 0 with one-hot targets for lazy-regime studies (no finite optimum: the run
             stops at ``max_iter`` and records it).
         anchor: ``"init"`` (θ_a = θ0) or ``"zero"`` (θ_a = 0, not with the analytic kernel: its prior mean
             f0 − Jθ0 needs the finite network). label_smoothing: ε ∈ [0, 1).
-        prior: :class:`Prior`. reg_grid: λ values; the one with the best validation NLL of the ensemble is kept
+        prior: :class:`Prior`. weight_decay_grid: λ values; the one with the best validation NLL of the ensemble is kept
             (the kernel is computed once for all λ in kernel mode; the other modes train once per λ).
-        optimizer: :class:`OptimizerChoice`. max_iter, tol: L-BFGS iteration cap and gradient tolerance
+        optimizer: :class:`~ntkbayes.training.Optimizer`. max_iter, tol: L-BFGS iteration cap and gradient tolerance
             ‖∇L_s‖_∞ (None: 1e-8 in float64, 1e-5 in float32); also the Newton tolerance scale in kernel mode.
-        batch_size, lr, epochs, patience: Adam. dtype: :class:`DTypeChoice`.
+        batch_size, lr, epochs, patience: Adam. dtype: :class:`~ntkbayes.training.DType` (``"auto"``: float32
+            for the trained modes, float64 for kernel solves). θ0 is drawn in float64 whatever the dtype, from
+            ``seeding.member_seeds``, so a seed gives the same members in every mode and dtype.
 
     Fitted state: ``module_`` (the MLP, architecture only), ``params0_`` (S, ...) inits, ``params_`` (S, ...)
     trained parameters (network / linearized), ``theta_star_`` (NTKGP draws), ``coef_`` (S, N, C) kernel-mode
-    coefficients with f(x*) = m(x*) + Θ(x*, X)·coef (math.md (c)), ``reg_`` the chosen λ.
+    coefficients with f(x*) = m(x*) + Θ(x*, X)·coef (math.md (c)), ``weight_decay_`` the chosen λ.
     Predictive: S = members, with member logits.
     """
 
     name = "ntk_ensemble"
-    #: Small settings the registry-wide contract test uses on its tiny dataset (tests/methods/test_contract.py).
-    contract_params: ClassVar[dict[str, Any]] = {"members": 3, "width": 32, "max_iter": 300, "dtype": "float64"}
+    family = "ntk"
+    test_params: ClassVar[dict[str, Any]] = {"members": 3, "width": 32, "depth": 1, "max_iter": 300,
+                                             "dtype": "float64"}
+    dry_run_params: ClassVar[dict[str, Any]] = {"members": 2, "width": 8, "epochs": 2, "patience": 1,
+                                                "max_iter": 10, "batch_size": 64}
+    search_space: ClassVar[dict[str, list]] = {"weight_decay": [1e-5, 1e-4, 1e-3, 1e-2], "b_std": [0.05, 0.5, 1.0]}
+    param_bounds = {"members": (1, None), "width": (1, None), "depth": (0, None), "w_std": (0.0, None),
+                    "b_std": (0.0, None), "weight_decay": (0.0, None), "weight_decay_grid": (0.0, None),
+                    "label_smoothing": (0.0, 0.99), "max_iter": (1, None), "tol": (0.0, None),
+                    "batch_size": (1, None), "lr": (0.0, None), "epochs": (1, None), "patience": (1, None)}
 
-    def __init__(self, *, mode: str = "network", kernel: str = "empirical", members: int = DEFAULT_MEMBERS,
-                 width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
-                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD, reg: float = DEFAULT_REG,
-                 anchor: str = "init", label_smoothing: float = 0.0, prior: str = "standard",
-                 reg_grid: tuple[float, ...] | None = None, optimizer: str = "auto",
+    def __init__(self, *, mode: Mode = Mode.NETWORK, kernel: TangentKernel = TangentKernel.EMPIRICAL,
+                 members: int = DEFAULT_MEMBERS, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH,
+                 activation: Activation = Activation.RELU, w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY, anchor: solve.Anchor = solve.Anchor.INIT,
+                 label_smoothing: float = 0.0, prior: Prior = Prior.STANDARD,
+                 weight_decay_grid: tuple[float, ...] | None = None, optimizer: Optimizer = Optimizer.AUTO,
                  max_iter: int = DEFAULT_MAX_ITER, tol: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS, patience: int = DEFAULT_PATIENCE,
-                 dtype: str = "auto"):
+                 dtype: DType = DType.AUTO):
         self.mode = mode
         self.kernel = kernel
         self.members = members
@@ -198,11 +197,11 @@ class NTKEnsemble(Method):
         self.activation = activation
         self.w_std = w_std
         self.b_std = b_std
-        self.reg = reg
+        self.weight_decay = weight_decay
         self.anchor = anchor
         self.label_smoothing = label_smoothing
         self.prior = prior
-        self.reg_grid = reg_grid
+        self.weight_decay_grid = weight_decay_grid
         self.optimizer = optimizer
         self.max_iter = max_iter
         self.tol = tol
@@ -215,30 +214,21 @@ class NTKEnsemble(Method):
     # -- validation ---------------------------------------------------------------------------------------------
     def _resolve(self) -> None:
         """Check and resolve the options into ``mode_``, ``kernel_``, ``anchor_``, ``prior_``, ``lams_``, ``dtype_``."""
-        self.mode_ = enum_param(Mode, self.mode, "mode")
-        self.kernel_ = enum_param(Kernel, self.kernel, "kernel") if self.mode_ is Mode.KERNEL else None
-        self.anchor_ = enum_param(solve.Anchor, self.anchor, "anchor")
-        self.prior_ = enum_param(Prior, self.prior, "prior")
-        self.optimizer_ = enum_param(OptimizerChoice, self.optimizer, "optimizer")
-        enum_param(Activation, self.activation, "activation")
-        dt = enum_param(DTypeChoice, self.dtype, "dtype")
-        if dt is DTypeChoice.AUTO:
-            self.dtype_ = torch.float64 if self.mode_ is Mode.KERNEL else torch.float32
-        else:
-            self.dtype_ = torch.float64 if dt is DTypeChoice.FLOAT64 else torch.float32
-        if int(self.members) < 1 or int(self.width) < 1 or int(self.depth) < 0:
-            raise ValueError(f"members, width ≥ 1 and depth ≥ 0 expected, got members={self.members}, "
-                             f"width={self.width}, depth={self.depth}")
+        self.mode_ = Mode(self.mode)
+        self.kernel_ = TangentKernel(self.kernel) if self.mode_ is Mode.KERNEL else None
+        self.anchor_ = solve.Anchor(self.anchor)
+        self.prior_ = Prior(self.prior)
+        self.optimizer_ = Optimizer(self.optimizer)
+        self.dtype_ = training.torch_dtype(self.dtype, torch.float64 if self.mode_ is Mode.KERNEL else torch.float32)
         eps = float(self.label_smoothing)
-        if not 0.0 <= eps < 1.0:
-            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
-        lams = tuple(float(v) for v in self.reg_grid) if self.reg_grid is not None else (float(self.reg),)
+        grid = self.weight_decay_grid
+        lams = tuple(float(v) for v in grid) if grid is not None else (float(self.weight_decay),)
         if not lams or any(not (lam >= 0.0 and math.isfinite(lam)) for lam in lams):
-            raise ValueError(f"reg / reg_grid: expected finite values ≥ 0, got {lams}")
+            raise ValueError(f"weight_decay / weight_decay_grid: expected finite values ≥ 0, got {lams}")
         if self.mode_ is Mode.KERNEL and eps == 0.0 and min(lams) == 0.0:
-            raise ValueError("reg=0 with one-hot targets (label_smoothing=0) has no finite kernel-mode solution "
-                             "(the logits diverge); set reg > 0 or label_smoothing > 0")
-        if self.kernel_ is Kernel.ANALYTIC and self.anchor_ is solve.Anchor.ZERO and max(lams) > 0:
+            raise ValueError("weight_decay=0 with one-hot targets (label_smoothing=0) has no finite kernel-mode "
+                             "solution (the logits diverge); set weight_decay > 0 or label_smoothing > 0")
+        if self.kernel_ is TangentKernel.ANALYTIC and self.anchor_ is solve.Anchor.ZERO and max(lams) > 0:
             raise ValueError("anchor='zero' needs the finite network's prior mean f0 − Jθ0, which has no "
                              "infinite-width form here; use kernel='empirical' or anchor='init'")
         self.lams_ = lams
@@ -246,10 +236,8 @@ class NTKEnsemble(Method):
     # -- fit ------------------------------------------------------------------------------------------------------
     def _fit(self, data, seed: int, device: torch.device) -> None:
         self._resolve()
-        C, S = self.num_classes_, int(self.members)
-        self.module_ = MLP(self.in_features_, C, width=int(self.width), depth=int(self.depth),
-                           activation=self.activation, w_std=self.w_std, b_std=self.b_std, parameterization="ntk")
-        self.module_.to(device=device, dtype=self.dtype_).eval()
+        S = int(self.members)
+        self.module_ = self._mlp().to(device=device, dtype=self.dtype_).eval()
         self.net_ = StackedMLP(self.module_)
         self.seeds_ = member_seeds(seed, S)
         self.seed_ = int(seed)
@@ -257,16 +245,16 @@ class NTKEnsemble(Method):
         yt = data.train.y.to(device)
         xv = data.val.x.flatten(1).to(device, self.dtype_)
         yv = data.val.y.to(device)
-        if self.reg_grid is not None and len(yv) == 0:
-            raise ValueError("reg_grid: choosing λ needs a non-empty data.val")
+        if self.weight_decay_grid is not None and len(yv) == 0:
+            raise ValueError("weight_decay_grid: choosing λ needs a non-empty data.val")
         self.x_train_ = xt
         n = xt.shape[0]
         self.info_ = {"mode": self.mode_.value, "kernel": self.kernel_.value if self.kernel_ else None,
                       "prior": self.prior_.value, "anchor": self.anchor_.value,
                       "label_smoothing": float(self.label_smoothing), "members": S, "width": int(self.width),
                       "depth": int(self.depth), "num_train": n, "dtype": str(self.dtype_).replace("torch.", ""),
-                      "member_seeds": self.seeds_}
-        if self.kernel_ is Kernel.ANALYTIC:
+                      "member_seeds": self.seeds_, "init_dtype": str(training.INIT_DTYPE).replace("torch.", "")}
+        if self.kernel_ is TangentKernel.ANALYTIC:
             self.params0_ = None
             candidates = self._fit_analytic(xt, yt, xv)
         else:
@@ -275,7 +263,7 @@ class NTKEnsemble(Method):
             self.theta_star_ = None
             if self.prior_ is Prior.NTKGP:  # θ*: an independent draw from the init distribution, math.md (e)
                 self.theta_star_ = training.init_stacked(
-                    self.module_, [derive_seed(seed, 7, k) for k in range(S)], device, self.dtype_)
+                    self.module_, [derive_seed(seed, "ntkgp_theta_star", k) for k in range(S)], device, self.dtype_)
             if self.mode_ is Mode.KERNEL:
                 candidates = self._fit_empirical(xt, yt, xv)
             else:
@@ -285,18 +273,25 @@ class NTKEnsemble(Method):
     def _select(self, candidates: list[dict], yv: Tensor, n: int) -> None:
         """Keep the λ with the best validation NLL of the ensemble; record every λ's NLL and convergence."""
         for c in candidates:
-            c["val_nll"] = _ensemble_nll(c.pop("val_logits"), yv) if len(yv) else None
+            c["val_nll"] = ensemble_nll(c.pop("val_logits"), yv) if len(yv) else None
         best = min(candidates, key=lambda c: math.inf if c["val_nll"] is None else c["val_nll"])
         if len(candidates) > 1:
-            self.info_["reg_grid"] = {repr(c["reg"]): c["val_nll"] for c in candidates}
-        self.reg_ = best["reg"]
+            self.info_["weight_decay_grid"] = {repr(c["weight_decay"]): c["val_nll"] for c in candidates}
+        self.weight_decay_ = best["weight_decay"]
         for key in ("params", "coef"):
             if key in best:
                 setattr(self, f"{key}_", best[key])
-        self.info_.update({"reg": self.reg_, "kappa": self.reg_ * n, "val_nll": best["val_nll"],
-                           "convergence": best["convergence"]})
-        if self.reg_ == 0.0:
-            self.info_["note"] = "reg=0: the anchor has no effect (training from θ0 reaches the min-‖θ−θ0‖ solution)"
+        self.info_.update({"weight_decay": self.weight_decay_, "kappa": self.weight_decay_ * n,
+                           "val_nll": best["val_nll"], "convergence": best["convergence"]})
+        if self.weight_decay_ == 0.0:
+            self.info_["note"] = ("weight_decay=0: the anchor has no effect (training from θ0 reaches the "
+                                  "min-‖θ−θ0‖ solution)")
+
+    def _mlp(self) -> MLP:
+        """The NTK-parameterized MLP of the members (architecture; its own parameter values are not used)."""
+        return MLP(self.in_features_, self.num_classes_, width=int(self.width), depth=int(self.depth),
+                   activation=Activation(self.activation).value, w_std=self.w_std, b_std=self.b_std,
+                   parameterization="ntk")
 
     def _targets(self, y: Tensor, dtype: torch.dtype) -> Tensor:
         return training.soft_targets(y, self.num_classes_, float(self.label_smoothing), dtype)
@@ -320,13 +315,13 @@ class NTKEnsemble(Method):
         state_bytes = (2 * _HISTORY + 8) * S * p * item                 # L-BFGS history, iterate, grads, anchor
         act_bytes = 6 * S * n * (hidden + x_all.shape[1]) * item        # activations of one full-batch pass
         opt = self.optimizer_
-        if opt is OptimizerChoice.AUTO:
+        if opt is Optimizer.AUTO:
             fits = state_bytes + act_bytes <= LBFGS_MEMORY_FRACTION * avail
-            opt = OptimizerChoice.LBFGS if fits else OptimizerChoice.ADAM
+            opt = Optimizer.LBFGS if fits else Optimizer.ADAM
         f64 = self.dtype_ == torch.float64
         tol = self.tol if self.tol is not None else (DEFAULT_TOL_FLOAT64 if f64 else DEFAULT_TOL_FLOAT32)
         tol_change = DEFAULT_TOL_CHANGE_FLOAT64 if f64 else DEFAULT_TOL_CHANGE_FLOAT32
-        lbfgs = opt is OptimizerChoice.LBFGS
+        lbfgs = opt is Optimizer.LBFGS
         self.info_.update({"optimizer": opt.value, "tol": float(tol) if lbfgs else None,
                            "tol_change": tol_change if lbfgs else None, "cached_theta0": table.cache is not None})
         train_in, val_in = (table.rows(n), yt), (table.rows(m, start=n), yv)
@@ -334,7 +329,7 @@ class NTKEnsemble(Method):
         out = []
         for lam in self.lams_:
             common = dict(weight_decay=lam, anchor=anchor, label_smoothing=float(self.label_smoothing))
-            if opt is OptimizerChoice.LBFGS:
+            if opt is Optimizer.LBFGS:
                 check_memory(state_bytes, dev, f"L-BFGS state of {S} members × {p} parameters",
                              "optimizer='adam' or fewer members")
                 chunk = max(1, int(n * min(1.0, LBFGS_MEMORY_FRACTION * avail / max(act_bytes, 1) / 2)))
@@ -343,17 +338,19 @@ class NTKEnsemble(Method):
                 for lo in range(0, S, group):  # each member's trajectory is the same alone or stacked
                     sl = slice(lo, lo + group)
                     parts.append(training.fit_lbfgs(
-                        table if group == S else table.members(sl), _take(self.params0_, sl), train_in,
-                        val_in if m else None, **{**common, "anchor": _take(anchor, sl)}, max_iter=int(self.max_iter),
+                        table if group == S else table.members(sl), take_members(self.params0_, sl), train_in,
+                        val_in if m else None, **{**common, "anchor": take_members(anchor, sl)},
+                        max_iter=int(self.max_iter),
                         tol_grad=float(tol), tol_change=tol_change, chunk_size=None if chunk >= n else chunk))
                 res = training.concat_results(parts)
             else:
                 res = training.fit_adam(table, self.params0_, train_in, val_in if m else None, **common,
                                         lr=float(self.lr), epochs=int(self.epochs), batch_size=int(self.batch_size),
-                                        patience=int(self.patience), seeds=self.seeds_)
+                                        patience=int(self.patience),
+                                        seeds=[derive_seed(self.seed_, "batches", k) for k in range(S)])
             val_logits = training.predict_stacked(table, res.params, val_in[0]) if m else None
-            out.append({"reg": lam, "params": res.params, "val_logits": val_logits,
-                        "convergence": _training_summary(res.report)})
+            out.append({"weight_decay": lam, "params": res.params, "val_logits": val_logits,
+                        "convergence": training_summary(res.report)})
         return out
 
     # kernel, empirical NTK ---------------------------------------------------------------------------------------
@@ -373,9 +370,7 @@ class NTKEnsemble(Method):
     def _fit_empirical(self, xt: Tensor, yt: Tensor, xv: Tensor) -> list[dict]:
         S, n, C = int(self.members), xt.shape[0], self.num_classes_
         self.solve_dtype_ = self.dtype_
-        self.module64_ = MLP(self.in_features_, C, width=int(self.width), depth=int(self.depth),
-                             activation=self.activation, w_std=self.w_std, b_std=self.b_std,
-                             parameterization="ntk").to(device=xt.device, dtype=torch.float64).eval()
+        self.module64_ = self._mlp().to(device=xt.device, dtype=torch.float64).eval()
         item = torch.finfo(self.dtype_).bits // 8
         check_memory((4 * (n * C) ** 2 + xv.shape[0] * n * C * C) * item, xt.device,
                      f"empirical NTK Gram (N*C = {n * C}) and its Newton solve, per member",
@@ -405,9 +400,9 @@ class NTKEnsemble(Method):
                 if theta_v is not None:
                     per_lam[lam]["val"].append(mv + torch.einsum("mncd,nd->mc", theta_v, coef))
             del theta, theta_v
-        return [{"reg": lam, "coef": torch.stack(d["coef"]),
+        return [{"weight_decay": lam, "coef": torch.stack(d["coef"]),
                  "val_logits": torch.stack(d["val"]) if d["val"] else None,
-                 "convergence": _newton_summary(d["results"])} for lam, d in per_lam.items()]
+                 "convergence": newton_summary(d["results"])} for lam, d in per_lam.items()]
 
     def _newton_tol(self) -> float | None:
         return None if self.tol is None else float(self.tol)
@@ -426,7 +421,7 @@ class NTKEnsemble(Method):
                      "fewer members or fewer training points")
         nngp, ntk = mlp_kernels(xt.double(), **self._kernel_args())
         prior_k = ntk if self.prior_ is Prior.NTKGP else nngp       # math.md (e): f̃0 ~ N(0, Θ ⊗ I_C)
-        self.gp_prior_ = GPPrior.draw(prior_k, S, C, derive_seed(self.seed_, 11))
+        self.gp_prior_ = GPPrior.draw(prior_k, S, C, derive_seed(self.seed_, "analytic_prior"))
         self.info_["prior_jitter"] = self.gp_prior_.jitter
         f0 = self.gp_prior_.values.to(self.dtype_)
         ntk_s = ntk.to(self.dtype_)
@@ -436,11 +431,11 @@ class NTKEnsemble(Method):
         for lam in self.lams_:
             if lam > 0:
                 res = solve.solve_ntk_classifier(ntk_s, f0, Y, lam, keep_factors=False, tol=self._newton_tol())
-                coef, conv = res.beta, _newton_summary([res])
+                coef, conv = res.beta, newton_summary([res])
             else:
-                coef, conv = solve.interpolant_smoothed(ntk_s, f0, Y).gamma, _newton_summary([None])
+                coef, conv = solve.interpolant_smoothed(ntk_s, f0, Y).gamma, newton_summary([None])
             val = f0_v + torch.einsum("mn,bnc->bmc", ntk_v, coef) if f0_v is not None else None
-            out.append({"reg": lam, "coef": coef, "val_logits": val, "convergence": conv})
+            out.append({"weight_decay": lam, "coef": coef, "val_logits": val, "convergence": conv})
         return out
 
     def _analytic_prior_at(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -466,7 +461,7 @@ class NTKEnsemble(Method):
             out = self.net_.forward(self.params_, x)
         elif self.mode_ is Mode.LINEARIZED:
             out = self.net_.linearized(self.params_, self.params0_, x)
-        elif self.kernel_ is Kernel.ANALYTIC:
+        elif self.kernel_ is TangentKernel.ANALYTIC:
             f0, ntk = self._analytic_prior_at(x)
             return f0 + torch.einsum("mn,bnc->bmc", ntk, self.coef_)        # math.md (c): m* + Θ*X β
         else:
@@ -477,7 +472,7 @@ class NTKEnsemble(Method):
 
     def _empirical_logits(self, x: Tensor) -> Tensor:
         S, n, C = self.coef_.shape
-        anchor = self.anchor_ if self.reg_ > 0 else solve.Anchor.INIT
+        anchor = self.anchor_ if self.weight_decay_ > 0 else solve.Anchor.INIT
         rows = max(1, PREDICT_BLOCK_BYTES // (n * C * C * 8))
         out = []
         for s in range(S):
@@ -491,43 +486,3 @@ class NTKEnsemble(Method):
 
     def _predict(self, x: Tensor) -> Predictive:
         return Predictive.from_logits(self.member_logits(x))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-def _ensemble_nll(logits: Tensor | None, y: Tensor) -> float | None:
-    """NLL of the ensemble's mean predictive, −mean log((1/S) Σ_s softmax(logits_s))[y] (benchmarks.md)."""
-    if logits is None:
-        return None
-    lp = torch.logsumexp(torch.log_softmax(logits.double(), -1), 0) - math.log(logits.shape[0])
-    return float(-lp.gather(1, y.view(-1, 1).to(lp.device)).mean())
-
-
-def _take(params: dict | None, sl: slice) -> dict | None:
-    """Members ``sl`` of stacked parameters (None stays None)."""
-    return None if params is None else {k: v[sl] for k, v in params.items()}
-
-
-def _training_summary(report: dict) -> dict:
-    """Per-member convergence of ``ntkbayes.training`` condensed for ``fit_info``."""
-    iters = report.get("iterations") or report.get("epochs_run")
-    reasons = report.get("stop_reason", [])
-    return {"optimizer": report["optimizer"], "iterations_min": int(min(iters)), "iterations_max": int(max(iters)),
-            "grad_norm_max": float(max(report["grad_norm"])),
-            "grad_max_max": float(max(report["grad_max"])) if "grad_max" in report else None,
-            "evaluations_max": int(max(report["evaluations"])) if "evaluations" in report else None,
-            "all_converged": bool(all(report["converged"])), "converged": list(report["converged"]),
-            "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
-            "final_train_loss_max": float(max(report["final_train_loss"]))}
-
-
-def _newton_summary(results: list) -> dict:
-    """Per-member Newton convergence (None entries: the closed-form λ = 0 interpolant, exact by construction)."""
-    done = [r for r in results if r is not None]
-    if not done:
-        return {"optimizer": "interpolant", "all_converged": True, "iterations_min": 0, "iterations_max": 0}
-    iters = torch.cat([r.iterations.cpu() for r in done])
-    grad = torch.cat([r.grad_norm.cpu() for r in done])
-    conv = torch.cat([r.converged.cpu() for r in done])
-    return {"optimizer": "newton", "iterations_min": int(iters.min()), "iterations_max": int(iters.max()),
-            "grad_norm_max": float(grad.max()), "all_converged": bool(conv.all()), "converged": conv.tolist(),
-            "log_evidence_mean": float(torch.cat([r.log_evidence.cpu() for r in done]).mean())}

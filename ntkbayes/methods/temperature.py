@@ -14,19 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ntkbayes import training
-from ntkbayes.methods.map import (
-    DEFAULT_B_STD,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_DEPTH,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
-    DEFAULT_MAX_ITER,
-    DEFAULT_PATIENCE,
-    DEFAULT_W_STD,
-    DEFAULT_WEIGHT_DECAY,
-    DEFAULT_WIDTH,
-    MAP,
-)
+from ntkbayes.methods.map import MAP
 from ntkbayes.predictive import Predictive
 
 
@@ -44,19 +32,11 @@ class _Logits(nn.Module):
 class Temperature(MAP):
     """MAP network whose logits are divided by a temperature T fitted on the validation split.
 
-    Args: as :class:`~ntkbayes.methods.map.MAP`. Predictive: S = 1, softmax(f(x)/T).
+    Args: as :class:`~ntkbayes.methods.map.MAP` (no keywords of its own). Predictive: S = 1, softmax(f(x)/T),
+    with the scaled logits. Family "map": it is the MAP network, recalibrated.
     """
 
     name = "temperature"
-
-    def __init__(self, *, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
-                 w_std: float = DEFAULT_W_STD, b_std: float = DEFAULT_B_STD,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
-                 batch_size: int = DEFAULT_BATCH_SIZE, patience: int = DEFAULT_PATIENCE, optimizer: str = "adam",
-                 max_iter: int = DEFAULT_MAX_ITER, arch: str = "mlp", dtype: str = "float32"):
-        super().__init__(width=width, depth=depth, activation=activation, w_std=w_std, b_std=b_std,
-                         weight_decay=weight_decay, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience,
-                         optimizer=optimizer, max_iter=max_iter, arch=arch, dtype=dtype)
 
     def _fit(self, data, seed, device) -> None:
         from torch_uncertainty.post_processing import TemperatureScaler

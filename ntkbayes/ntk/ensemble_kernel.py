@@ -14,15 +14,15 @@ NTK-parameterized MLPs, and the infinite-width prior draws.
 * :class:`GPPrior` draws prior logits f0 ~ N(0, K ⊗ I_C) at the training points (K = NNGP for the standard
   prior, K = Θ for NTKGP, math.md (c), (e)) and, at new points, f0(x*) from the conditional given those draws:
   mean K*X K⁻¹ f0(X), variance k(x*, x*) − K*X K⁻¹ K_X*, per point. Metrics only use per-point predictive
-  marginals, and a per-point conditional draw has exactly the marginal of a joint draw on X ∪ X* (the issue's
-  "drawn jointly on train ∪ test"); the noise of each point is seeded by the point's own bytes, so a point gets
-  the same draw whatever batch it is predicted in.
+  marginals, and a per-point conditional draw has exactly the marginal of a joint draw on X ∪ X*; the noise of
+  each point is seeded by the point's own bytes, so a point gets the same draw whatever batch it is predicted in.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ntkbayes.models import MLP
 from ntkbayes.ntk.analytic import activation_pair
+from ntkbayes.seeding import derive_seed  # also re-exported for the harness until it imports ntkbayes.seeding
 
 Params = dict[str, Tensor]
 
@@ -41,12 +42,6 @@ JITTER = 1e-12
 #: Largest relative jitter before the prior draw gives up (the Gram is then numerically rank-deficient: duplicate
 #: training points).
 MAX_JITTER = 1e-5
-
-
-def derive_seed(*words: int) -> int:
-    """A 63-bit seed from integers (numpy SeedSequence): independent streams for inits, θ*, prior draws."""
-    state = np.random.SeedSequence([int(w) % 2**64 for w in words]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def row_hashes(x: Tensor) -> list[int]:
@@ -262,7 +257,7 @@ class GPPrior:
         """Draw ``members`` prior functions at the training points. K: (N, N) per-output kernel (float64)."""
         L, jitter = _chol_jitter(K)
         n = K.shape[0]
-        g = torch.Generator().manual_seed(derive_seed(seed, 0))
+        g = torch.Generator().manual_seed(derive_seed(seed, "train_draws"))
         z = torch.randn(n, members * classes, generator=g, dtype=K.dtype).to(K.device)
         f = L @ z                                               # (N, B·C), columns ~ N(0, K + jitter)
         values = f.view(n, members, classes).permute(1, 0, 2).contiguous()
@@ -278,6 +273,47 @@ class GPPrior:
         A = torch.linalg.solve_triangular(self.chol, K_star_x.t().to(self.chol.dtype), upper=False)   # L⁻¹K_X*
         mean = (A.t() @ self.white).view(-1, B, C).permute(1, 0, 2)                                  # (B, M, C)
         var = (k_star_diag.to(A.dtype) - A.pow(2).sum(0)).clamp_min(0.0)                             # (M,)
-        z = np.stack([np.random.default_rng([self.seed, 1, h]).standard_normal((B, C)) for h in row_hashes(x_star)])
-        z = torch.from_numpy(z).to(mean.device, mean.dtype).permute(1, 0, 2)                        # (B, M, C)
+        z = torch.stack([torch.randn(B, C, dtype=torch.float64,
+                                     generator=torch.Generator().manual_seed(derive_seed(self.seed, "point", h)))
+                         for h in row_hashes(x_star)], 1).to(mean.device, mean.dtype)              # (B, M, C)
         return mean + var.sqrt()[None, :, None] * z
+
+
+# -- fit records of the NTK ensemble ------------------------------------------------------------------------------
+def ensemble_nll(logits: Tensor | None, y: Tensor) -> float | None:
+    """NLL of the ensemble's mean predictive, −mean log((1/S) Σ_s softmax(logits_s))[y] (benchmarks.md)."""
+    if logits is None:
+        return None
+    lp = torch.logsumexp(torch.log_softmax(logits.double(), -1), 0) - math.log(logits.shape[0])
+    return float(-lp.gather(1, y.view(-1, 1).to(lp.device)).mean())
+
+
+def take_members(params: dict | None, sl: slice) -> dict | None:
+    """Members ``sl`` of stacked parameters (None stays None)."""
+    return None if params is None else {k: v[sl] for k, v in params.items()}
+
+
+def training_summary(report: dict) -> dict:
+    """Per-member convergence of ``ntkbayes.training`` condensed for ``fit_info``."""
+    iters = report.get("iterations") or report.get("epochs_run")
+    reasons = report.get("stop_reason", [])
+    return {"optimizer": report["optimizer"], "iterations_min": int(min(iters)), "iterations_max": int(max(iters)),
+            "grad_norm_max": float(max(report["grad_norm"])),
+            "grad_max_max": float(max(report["grad_max"])) if "grad_max" in report else None,
+            "evaluations_max": int(max(report["evaluations"])) if "evaluations" in report else None,
+            "all_converged": bool(all(report["converged"])), "converged": list(report["converged"]),
+            "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+            "final_train_loss_max": float(max(report["final_train_loss"]))}
+
+
+def newton_summary(results: list) -> dict:
+    """Per-member Newton convergence (None entries: the closed-form λ = 0 interpolant, exact by construction)."""
+    done = [r for r in results if r is not None]
+    if not done:
+        return {"optimizer": "interpolant", "all_converged": True, "iterations_min": 0, "iterations_max": 0}
+    iters = torch.cat([r.iterations.cpu() for r in done])
+    grad = torch.cat([r.grad_norm.cpu() for r in done])
+    conv = torch.cat([r.converged.cpu() for r in done])
+    return {"optimizer": "newton", "iterations_min": int(iters.min()), "iterations_max": int(iters.max()),
+            "grad_norm_max": float(grad.max()), "all_converged": bool(conv.all()), "converged": conv.tolist(),
+            "log_evidence_mean": float(torch.cat([r.log_evidence.cpu() for r in done]).mean())}

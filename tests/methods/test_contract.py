@@ -1,9 +1,8 @@
-"""One contract for every registered method (issue 5): parametrized over ``ntkbayes.methods.available()``, so a new
-method file is tested without touching this one.
+"""One contract for every registered method: parametrized over ``ntkbayes.methods.available()``, so a new method
+file is tested without touching this one.
 
-Each method is fitted on a tiny dataset with small settings: :data:`FAST` gives generic small values for common
-parameter names (used only where the method has that parameter), :data:`FAST_BY_METHOD` per-method extras; a method
-unknown to both runs with its defaults plus whichever generic names apply.
+Each method is fitted on a tiny dataset with its own fast settings, the class attribute ``test_params``; the
+class attributes every method declares (family, dry-run caps, search space) are checked against its parameters.
 """
 
 from __future__ import annotations
@@ -18,14 +17,6 @@ from toydata import tiny_splits
 from ntkbayes import methods
 from ntkbayes.methods.base import NotFittedError
 
-#: Small values for parameter names many methods share (applied only where the method accepts the name).
-FAST = {"width": 16, "members": 2, "epochs": 60, "patience": 5, "max_iter": 60, "num_samples": 4,
-        "train_iters": 5, "max_train": 200}
-#: Per-method extras on top of :data:`FAST`.
-FAST_BY_METHOD: dict[str, dict] = {
-    "ntk_ensemble": {"depth": 1},
-    "laplace": {"depth": 1},
-}
 #: A tiny problem must fit and predict within this many seconds (generous: the CI box is shared).
 TIME_LIMIT_S = 30.0
 
@@ -33,11 +24,7 @@ NAMES = [n for n in methods.available() if not n.startswith("_")]  # "_"-names a
 
 
 def fast_params(name: str) -> dict:
-    known = methods.get(name).param_defaults()
-    params = {k: v for k, v in FAST.items() if k in known}
-    params.update(FAST_BY_METHOD.get(name, {}))
-    return params
-
+    return dict(methods.get(name).test_params)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +89,27 @@ def test_predictive_is_valid(name, data):
 def test_same_seed_same_output(name, data):
     _, _, pred, _ = fitted(name, data)
     again = methods.create(name, **fast_params(name)).fit(data, seed=0).predict(data.test.x)
-    torch.testing.assert_close(again.member_probs, pred.member_probs, rtol=0, atol=1e-12)
+    # same seed, same process: every random stream is derived from the seed, so the run repeats bit for bit
+    torch.testing.assert_close(again.member_probs, pred.member_probs, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_problem_runs_in_seconds(name, data):
     *_, seconds = fitted(name, data)
     assert seconds < TIME_LIMIT_S, f"{name}: fit + predict on {len(data.train)} points took {seconds:.1f} s"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_attributes_name_real_parameters(name):
+    cls = methods.get(name)
+    known = cls.param_defaults()
+    assert isinstance(cls.family, str) and cls.family
+    for table in ("test_params", "dry_run_params", "search_space", "param_bounds", "param_checks"):
+        unknown = set(getattr(cls, table)) - set(known)
+        assert not unknown, f"{name}.{table}: {sorted(unknown)} are not parameters"
+    for key, value in {**cls.test_params, **cls.dry_run_params}.items():
+        assert cls.check_param(key, value) == value
+    for key, values in cls.search_space.items():
+        assert values and all(cls.check_param(key, v) == v for v in values), key
+    for key, default in known.items():  # every default passes its own check
+        cls.check_param(key, default)

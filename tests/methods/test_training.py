@@ -36,6 +36,7 @@ def test_stacked_forward_matches_per_member_calls():
     x, _ = _problem()
     out = training.predict_stacked(training.stacked_forward(module), params, x, batch_size=7)
     for s in range(3):
+        # bound: vmap vs single float64 matmuls of width 16: a few ulps of O(1) logits
         torch.testing.assert_close(out[s], _single(module, training.member(params, s), x), rtol=0, atol=1e-13)
 
 
@@ -53,6 +54,7 @@ def test_loss_is_mean_soft_ce_plus_penalty_against_a_loop():
         targets = torch.nn.functional.one_hot(y, C).double() * (1 - eps) + eps / C
         ce = -(targets * logp).sum(1).mean()
         pen = sum(((v - 0.1) ** 2).sum() for v in p.values())
+        # bound: the same float64 sums in another order: N·ε relative
         torch.testing.assert_close(got[s], ce + lam / 2 * pen, rtol=1e-12, atol=0)
 
 
@@ -72,6 +74,7 @@ def test_lbfgs_vectorized_equals_members_one_by_one(chunk):
         assert alone.report["iterations"][0] == together.report["iterations"][s]
         assert alone.report["stop_reason"][0] == together.report["stop_reason"][s]
         for k in params:
+            # bound: same decisions per member; reduction order differs: ulps amplified over ~100 iterations
             torch.testing.assert_close(together.params[k][s], alone.params[k][0], rtol=0, atol=1e-10)
     assert all(together.report["converged"])
     assert max(together.report["grad_max"]) <= 1e-6
@@ -129,11 +132,13 @@ def test_adam_vectorized_equals_members_one_by_one_with_early_stopping():
                                   seeds=[seeds[s]], **kw)
         assert alone.report["best_epoch"][0] == together.report["best_epoch"][s]
         for k in params:
+            # bound: same minibatches and Adam steps; batched reductions: ulps amplified over 40 epochs
             torch.testing.assert_close(together.params[k][s], alone.params[k][0], rtol=1e-9, atol=1e-11)
     # early stopping: the kept parameters are those of the best validation epoch
     for s in range(2):
         best = together.report["best_epoch"][s]
         nll = [h[s] for h in together.history["val_nll"]][:together.report["epochs_run"][s]]  # until it stopped
+        # bound: the same float64 value recorded twice (tensor → list): exact up to a few ulps
         assert math.isclose(together.report["best_val_nll"][s], min(nll), rel_tol=1e-12)
         assert nll[best - 1] == min(nll)
         if together.report["converged"][s]:

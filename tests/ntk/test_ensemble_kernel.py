@@ -9,7 +9,7 @@ from torch.func import functional_call
 from ntkbayes import training
 from ntkbayes.models import MLP
 from ntkbayes.ntk.analytic import mlp_kernels, mlp_kernels_diag
-from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP, derive_seed
+from ntkbayes.ntk.ensemble_kernel import GPPrior, RowTable, StackedMLP
 from ntkbayes.ntk.linearize import Linearized, model_jvp
 
 D, C, S = 5, 3, 3
@@ -32,6 +32,7 @@ def test_forward_matches_functional_call_per_member(activation):
     assert out.shape == (S, 11, C)
     for s in range(S):
         ref = functional_call(model, training.member(params, s), (x,))
+        # bound: baddbmm vs functional_call, float64, O(1) logits: a few ulps
         torch.testing.assert_close(out[s], ref, rtol=0, atol=1e-13)
     per_member_x = x.expand(S, *x.shape) * torch.tensor([1.0, 2.0, 3.0], dtype=x.dtype).view(S, 1, 1)
     out2 = StackedMLP(model).forward(params, per_member_x)
@@ -44,7 +45,9 @@ def test_linearized_matches_ntk_linearize_jvp(depth):
     net = StackedMLP(model)
     got = net.linearized(params, params0, x)
     ref = Linearized(model, params0, stacked=True)(params, x)
+    # bound: tangent propagation vs jvp, float64: a few ulps per layer
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    # bound: f_lin(θ0) = f0: the tangent term is exactly 0
     torch.testing.assert_close(net.linearized(params0, params0, x), net.forward(params0, x), rtol=0, atol=1e-13)
 
 
@@ -57,6 +60,7 @@ def test_linearized_gradient_matches_jvp_gradient():
     (net.linearized(p1, params0, x) * w).sum().backward()
     (Linearized(model, params0, stacked=True)(p2, x) * w).sum().backward()
     for k in params:
+        # bound: two float64 autograd paths of the same function: a few ulps
         torch.testing.assert_close(p1[k].grad, p2[k].grad, rtol=0, atol=1e-12)
 
 
@@ -69,6 +73,7 @@ def test_delta_is_jvp_of_non_readout_draws():
     for s in range(S):
         t = {k: v[s] for k, v in theta_star.items() if k not in net.readout_keys}
         ref = model_jvp(model, training.member(params0, s), t, x)
+        # bound: tangent propagation vs jvp, float64: a few ulps per layer
         torch.testing.assert_close(delta[s], ref, rtol=0, atol=1e-12)
 
 
@@ -80,11 +85,13 @@ def test_row_table_matches_direct_evaluation(cache, linearized):
     delta = torch.randn(S, 11, C, dtype=torch.float64)
     table = RowTable(net, x, params0, linearized=linearized, delta=delta, cache=cache)
     direct = (net.linearized(params, params0, x) if linearized else net.forward(params, x)) + delta
+    # bound: cached vs recomputed θ0 activations: same float64 ops
     torch.testing.assert_close(table(params, table.rows().expand(S, 11, 1)), direct, rtol=0, atol=1e-13)
     torch.testing.assert_close(table(params, table.rows(4, start=6).expand(S, 4, 1)), direct[:, 6:10])
     idx = torch.stack([torch.randperm(11, generator=torch.Generator().manual_seed(s))[:5] for s in range(S)])
     got = table(params, idx.to(x.dtype).unsqueeze(-1))                                   # per-member rows
     want = torch.stack([direct[s, idx[s]] for s in range(S)])
+    # bound: gathered rows vs direct evaluation: same float64 ops
     torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
     if linearized:
         assert (table.cache is not None) == cache
@@ -130,14 +137,9 @@ def test_gp_prior_conditional_is_seeded_per_point_and_has_the_conditional_margin
     _, kd = mlp_kernels_diag(xs, **args)
     all_at_once = prior.conditional(k_sx, kd, xs)
     one_by_one = torch.cat([prior.conditional(k_sx[i:i + 1], kd[i:i + 1], xs[i:i + 1]) for i in range(4)], 1)
+    # bound: per-point noise is seeded by the point; batch size only changes float64 reduction order
     torch.testing.assert_close(all_at_once, one_by_one, rtol=0, atol=1e-12)   # same draw whatever the batch
     # marginal over draws: N(0, k(x*, x*)) (joint prior on X ∪ X*)
     var = all_at_once[:, :, 0].var(0)
     assert torch.allclose(var, kd, rtol=0.1)
     assert GPPrior.draw(ntk, 2, 1, seed=9).values.equal(GPPrior.draw(ntk, 2, 1, seed=9).values)
-
-
-def test_derive_seed_is_deterministic_and_spreads():
-    assert derive_seed(1, 2) == derive_seed(1, 2)
-    assert len({derive_seed(0, k) for k in range(100)}) == 100
-    assert 0 <= derive_seed(3, 11) < 2**63
