@@ -32,6 +32,8 @@ class FakeLogReg(Method):
     """Logistic regression, a few gradient steps (test-only)."""
 
     name = METHOD
+    family = "fake"
+    dry_run_params = {"members": 2, "steps": 5}
 
     def __init__(self, steps: int = 30, lr: float = 0.5, members: int = 1, fail: str = "none", sleep: float = 0.0,
                  alloc_mb: int = 0):

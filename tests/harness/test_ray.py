@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 
 from ntkbayes.cli import main  # noqa: E402
 from ntkbayes.errors import UserError  # noqa: E402
-from ntkbayes.harness import ray_executor  # noqa: E402
+from ntkbayes.harness import executors as ray_executor  # noqa: E402
 from ntkbayes.harness.config import parse_suite  # noqa: E402
 from ntkbayes.harness.runner import run_suite  # noqa: E402
 from ntkbayes.harness.store import ResultsStore  # noqa: E402
@@ -124,7 +124,7 @@ def test_worker_death_becomes_a_failed_record(cluster, monkeypatch):
         os._exit(3)
 
     monkeypatch.setattr(ray_executor, "_run_remote", dies)
-    out = list(ray_executor.run_cells(cells, "cpu"))
+    out = list(ray_executor.ray_executor(cells, "cpu"))
     assert len(out) == 1 and out[0][1]["status"] == "failed" and out[0][2] == {}
     assert out[0][1]["failed_stage"] == "ray" and out[0][1]["run_id"] == cells[0].run_id
     monkeypatch.setattr(ray_executor, "_run_remote", real)

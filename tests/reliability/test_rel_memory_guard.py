@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ntkbayes.harness.config import parse_suite
-from ntkbayes.harness.runner import _proc_status_kb, _reset_hwm, run_cell
+from ntkbayes.harness.cell import _proc_status_kb, _reset_hwm, run_cell
 from ntkbayes.models import MLP
 from ntkbayes.utils import MemoryEstimateError, available_memory
 
