@@ -1,4 +1,4 @@
-"""The lazy-regime study (ntkbayes/lazy.py, issue 4 item 2): outputs, a sign the theory predicts, config checks."""
+"""The lazy-regime study (ntkbayes/lazy/, docs/math.md (c)): outputs, a sign the theory predicts, config checks."""
 
 from __future__ import annotations
 
