@@ -39,6 +39,9 @@ SUITES_DIR = "benchmarks/suites"
 #: Exit status of user errors (as argparse uses for usage errors).
 EXIT_USER_ERROR = 2
 
+#: Store warnings already printed by this process (each is printed once).
+_STORE_WARNINGS_SHOWN: set[str] = set()
+
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises a UserError instead of printing usage and exiting, so errors stay one line."""
@@ -295,7 +298,6 @@ def _plain_store_warnings():
     many times the file is read; other warnings show as usual."""
     from ntkbayes.harness.store import StoreWarning
 
-    seen: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("always", StoreWarning)
         show = warnings.showwarning
@@ -304,8 +306,8 @@ def _plain_store_warnings():
             if not issubclass(category, StoreWarning):
                 return show(message, category, filename, lineno, file, line)
             text = " ".join(str(message).split())
-            if text not in seen:
-                seen.add(text)
+            if text not in _STORE_WARNINGS_SHOWN:
+                _STORE_WARNINGS_SHOWN.add(text)
                 print(f"ntkbayes: warning: {text}", file=sys.stderr)
 
         warnings.showwarning = showwarning

@@ -15,8 +15,8 @@ import torch
 
 from ntkbayes.harness import cell as cell_mod
 from ntkbayes.harness import runner
-from ntkbayes.harness.config import parse_suite
 from ntkbayes.harness.cell import grid_points, run_cell
+from ntkbayes.harness.config import parse_suite
 from ntkbayes.harness.runner import run_suite
 from ntkbayes.harness.store import ResultsStore
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ntkbayes.harness.config import parse_suite
 from ntkbayes.harness.cell import _proc_status_kb, _reset_hwm, run_cell
+from ntkbayes.harness.config import parse_suite
 from ntkbayes.models import MLP
 from ntkbayes.utils import MemoryEstimateError, available_memory
 
