@@ -1,4 +1,4 @@
-"""Issue 8.3, results files: garbage lines, torn lines and records whose fields have the wrong type are skipped
+"""Reliability, results files: garbage lines, torn lines and records whose fields have the wrong type are skipped
 with a ``StoreWarning`` naming the file and line (store.py's documented behaviour); what is read back is exactly
 the good records, and the resume logic and ``ntkbayes leaderboard`` never crash on such a file."""
 

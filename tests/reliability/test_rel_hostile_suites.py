@@ -1,4 +1,4 @@
-"""Issue 8.3, suite files: random bytes, non-UTF-8, truncated files and random TOML documents (unknown keys, values
+"""Reliability, suite files: random bytes, non-UTF-8, truncated files and random TOML documents (unknown keys, values
 of every type at every key) either load or raise a ValueError naming the file; the CLI answers every bad file with
 exit status 2 and exactly one line on stderr, no traceback."""
 

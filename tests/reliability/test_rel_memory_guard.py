@@ -1,4 +1,4 @@
-"""Issue 8.6: a step that would need more memory than the device has stops before allocating, with a message that
+"""Reliability: a step that would need more memory than the device has stops before allocating, with a message that
 names the option to change; inside a suite the cell is recorded as failed and the suite goes on.
 
 Sizes are chosen so each estimate exceeds this machine's memory by orders of magnitude (GiB to PiB), and the
