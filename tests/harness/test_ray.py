@@ -1,7 +1,7 @@
-"""Ray executor (ntkbayes.harness.executors): on a local Ray cluster started here, the same suite gives the same records and
-predictions as the local executor (timings and host fields aside), failed cells come back as failed records, the
-driver resumes, and device "cuda" on a cluster without GPUs is an error. Real methods and datasets (moons, MAP),
-because Ray workers are fresh processes that see only the registered ones."""
+"""Ray executor (ntkbayes.harness.executors): on a local Ray cluster started here, the same suite gives the same
+records and predictions as the local executor (timings and host fields aside), failed cells come back as failed
+records, the driver resumes, and device "cuda" on a cluster without GPUs is an error. Real methods and datasets
+(moons, MAP), because Ray workers are fresh processes that see only the registered ones."""
 
 from __future__ import annotations
 
