@@ -64,7 +64,7 @@ REQUIRED_KEYS = ("schema_version", "run_id", "dataset", "method", "params", "see
 #: refused by :meth:`ResultsStore.append` and skipped by readers. Optional fields may be absent or null.
 FIELD_TYPES: dict[str, tuple[type, ...]] = {"dataset": (str,), "method": (str,), "params": (dict,), "seed": (int,)}
 OPTIONAL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "suite": (str,), "dataset_label": (str,), "method_label": (str,), "dataset_options": (dict,),
+    "suite": (str,), "dataset_label": (str,), "method_label": (str,), "family": (str,), "dataset_options": (dict,),
     "metrics": (dict,), "fit_info": (dict,), "error": (str,), "conventions": (dict,), "versions": (dict,),
 }
 
