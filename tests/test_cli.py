@@ -144,9 +144,10 @@ def test_run_resume_and_leaderboard(tmp_path, capsys, fakes, monkeypatch):
     assert (results / "records.jsonl").read_text().count("\n") == 1  # resume adds no records
     assert main(["leaderboard", str(results), "--metrics", "cls/acc", "ood/*/msp/auroc"]) == 0
     md = capsys.readouterr().out
-    assert "## _tiny" in md and "| method | n | cls/acc ↑ | ood/far/msp/auroc ↑ | mean rank |" in md
+    assert "_tiny" in md and "cls/acc" in md and "ood/far/msp/auroc" in md and "ood/far/msp/fpr95" not in md
     assert main(["leaderboard", str(results), "--format", "csv", "--output", "lb/x.csv"]) == 0
-    assert (tmp_path / "lb" / "x.csv").read_text().startswith("dataset,method,params,seed,metric,value")
+    header = (tmp_path / "lb" / "x.csv").read_text().splitlines()[0].split(",")
+    assert {"dataset", "method", "seed", "metric", "value"} <= set(header), header
     assert main(["leaderboard", str(results), "--format", "html", "--fragment"]) == 0
     assert "<html" not in capsys.readouterr().out
 

@@ -19,8 +19,9 @@ This module measures those claims on small subsets of real data (``ntkbayes.data
   width (same θ0 in all three modes).
 
 Outputs under the results directory: ``width_sweep.csv``, ``slopes.csv``, ``trajectory.csv``, ``agreement.csv``
-(one row per member), ``table.md`` (summary tables), ``figures/*.{png,pdf}``, ``conventions.json`` and a
-``README.md`` of findings whose verdicts are computed from the numbers by the rules stated in it.
+(one row per member), ``table.md`` (summary tables), ``figures/*.png`` (and PDF where the report's figure
+settings write it), ``conventions.json`` and a ``README.md`` of findings whose verdicts are computed from the
+numbers by the rules stated in it.
 
 Modules: :mod:`.config` (the strict study file, with the value checks of suite files), :mod:`.study` (data
 subsets, fits, the three parts), :mod:`.outputs` (slopes, verdicts, tables, figures, README). The ``ntkbayes

@@ -255,8 +255,8 @@ def write_outputs(cfg: LazyConfig, out: Path, frames: dict[str, pd.DataFrame], s
         "function at the exact optimum, docs/math.md (c)).", "",
         "## Files", "",
         "`table.md` (summary tables), `width_sweep.csv`, `slopes.csv`, `trajectory.csv`, `agreement.csv` (one row "
-        "per member), `figures/` (`*_vs_width`, `trajectory`, `trajectory_lin_gap`, `agreement_vs_width`; PNG and "
-        "PDF), `conventions.json`.", ""]
+        "per member), `figures/` (`*_vs_width`, `trajectory`, `trajectory_lin_gap`, `agreement_vs_width`; PNG, and "
+        "PDF where the figure settings write it), `conventions.json`.", ""]
     paths.append(out / "README.md")
     paths[-1].write_text("\n".join(readme), encoding="utf-8")
     return paths

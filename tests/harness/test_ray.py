@@ -32,7 +32,7 @@ SUITE = {
         "map": {"width": 8, "depth": 1, "epochs": 3, "batch_size": 32, "patience": 2, "dtype": "float64"},
         "ens": {"method": "deep_ensemble", "members": 2, "width": 8, "depth": 1, "epochs": 3, "batch_size": 32,
                 "dtype": "float64"},
-        "broken": {"method": "map", "activation": "nope", "epochs": 1},
+        "broken": {"method": "not_written_yet", "epochs": 1},  # fails in the worker, when it is created
     },
 }
 
@@ -53,7 +53,7 @@ def _load(d):
 
 
 def test_ray_gives_the_same_records_as_local(tmp_path, cluster, capsys):
-    suite = parse_suite(SUITE, "raytest.toml")
+    suite = parse_suite(SUITE, "raytest.toml", unknown_methods="fail")
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     local = run_suite(suite, tmp_path / "local", progress=False)
@@ -76,7 +76,7 @@ def test_ray_gives_the_same_records_as_local(tmp_path, cluster, capsys):
             pb = ResultsStore(tmp_path / "ray").load_arrays(run_id)
             assert set(pa) == set(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa)
     broken = next(r for r in b.values() if r["method_label"] == "broken")
-    assert broken["failed_stage"] == "fit" and "activation" in broken["error"]
+    assert broken["failed_stage"] == "create" and "not_written_yet" in broken["error"]
     hosts = {r["hostname"] for r in ResultsStore(tmp_path / "ray").records()}
     assert hosts and None not in hosts  # filled in by the worker
     # resume through the CLI: the driver skips the done cells (the failed one is retried, and fails again)
