@@ -262,6 +262,17 @@ def base_record(cell: Cell) -> dict[str, Any]:
     }
 
 
+def data_info(data) -> dict[str, Any]:
+    """The record's ``data_info``: the loader's info, classes, input shape and the size of every split."""
+    return json_safe({
+        **dict(data.info),
+        "num_classes": data.num_classes,
+        "feature_shape": list(data.feature_shape),
+        "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                  **{f"ood/{k}": int(v.shape[0]) for k, v in data.ood.items()}},
+    })
+
+
 def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one cell; never raises for a problem inside the cell.
 
@@ -290,13 +301,7 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         record.update(device=str(dev), device_name=_device_name(dev), **set_tf32(cell.tf32))
         stage = "load"
         data = load_data(cell)
-        record["data_info"] = json_safe({
-            **dict(data.info),
-            "num_classes": data.num_classes,
-            "feature_shape": list(data.feature_shape),
-            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
-                      **{f"ood/{k}": int(v.shape[0]) for k, v in data.ood.items()}},
-        })
+        record["data_info"] = data_info(data)
         stage = "create"
         seed_everything(cell.seed)
         method = methods.create(cell.method, **dict(cell.params))

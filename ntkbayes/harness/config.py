@@ -27,7 +27,7 @@ its ``exec``)::
 
 Method parameters are the constructor arguments (``ntkbayes.methods.get(name).param_defaults()``). A list value
 is a sweep, except for a parameter that takes a list — its default is a list or tuple, or its annotation names
-``list``/``tuple``/``Sequence`` (``reg_grid: tuple[float, ...] | None``): there a list is the value and a list of
+``list``/``tuple``/``Sequence`` (``hidden: tuple[int, ...] | None``): there a list is the value and a list of
 lists is the sweep (``hidden = [[64, 64], [128]]``). To pass a literal list to any other parameter, write a
 one-element sweep ``[[64, 64]]``. Types are checked against the annotation where it is readable (``str | float``
 takes both; ``float | None`` takes a number) and else against the default: bool for bool, int for int, int or

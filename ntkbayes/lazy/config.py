@@ -119,6 +119,26 @@ def _positive(value: Any, where: str) -> None:
         raise UserError(f"{where}: expected values > 0, got {value!r}")
 
 
+def _regimes(tables: Mapping, p: str) -> list[Regime]:
+    """The ``[regimes.<label>]`` tables, checked (λ ≥ 0 finite, a known anchor, 0 ≤ ε < 1, at least one)."""
+    regimes = []
+    for label, spec in tables.items():
+        if not isinstance(spec, dict):
+            raise UserError(f"{p}: key 'regimes.{label}': expected a table")
+        r = _read_table(spec, REGIME_KEYS, p, f"regimes.{label}.")
+        if not (r["reg"] >= 0 and math.isfinite(r["reg"])):
+            raise UserError(f"{p}: key 'regimes.{label}.reg': expected a finite value ≥ 0, got {r['reg']}")
+        if r["anchor"] not in [a.value for a in Anchor]:
+            raise UserError(f"{p}: key 'regimes.{label}.anchor': expected init or zero, got {r['anchor']!r}")
+        if not 0.0 <= r["label_smoothing"] < 1.0:
+            raise UserError(f"{p}: key 'regimes.{label}.label_smoothing': expected a value in [0, 1), "
+                            f"got {r['label_smoothing']}")
+        regimes.append(Regime(label, r["reg"], r["anchor"], r["label_smoothing"]))
+    if not regimes:
+        raise UserError(f"{p}: key 'regimes': expected at least one regime")
+    return regimes
+
+
 def load_config(path: str | Path) -> LazyConfig:
     """Parse and validate a lazy suite file; any unknown key, wrong type or bad value is a UserError naming the
     file and the key."""
@@ -166,21 +186,7 @@ def load_config(path: str | Path) -> LazyConfig:
     if model["depth"] < 1:
         raise UserError(f"{p}: key 'model.depth': expected an integer ≥ 1, got {model['depth']}")
     _positive(model["w_std"], f"{p}: key 'model.w_std'")
-    regimes = []
-    for label, spec in tables.get("regimes", DEFAULT_REGIMES).items():
-        if not isinstance(spec, dict):
-            raise UserError(f"{p}: key 'regimes.{label}': expected a table")
-        r = _read_table(spec, REGIME_KEYS, p, f"regimes.{label}.")
-        if not (r["reg"] >= 0 and math.isfinite(r["reg"])):
-            raise UserError(f"{p}: key 'regimes.{label}.reg': expected a finite value ≥ 0, got {r['reg']}")
-        if r["anchor"] not in [a.value for a in Anchor]:
-            raise UserError(f"{p}: key 'regimes.{label}.anchor': expected init or zero, got {r['anchor']!r}")
-        if not 0.0 <= r["label_smoothing"] < 1.0:
-            raise UserError(f"{p}: key 'regimes.{label}.label_smoothing': expected a value in [0, 1), "
-                            f"got {r['label_smoothing']}")
-        regimes.append(Regime(label, r["reg"], r["anchor"], r["label_smoothing"]))
-    if not regimes:
-        raise UserError(f"{p}: key 'regimes': expected at least one regime")
+    regimes = _regimes(tables.get("regimes", DEFAULT_REGIMES), p)
     conv, traj, agree = top["convergence"], top["trajectory"], top["agreement"]
     for where, value in (("convergence.widths", conv["widths"]), ("convergence.tol", conv["tol"]),
                          ("convergence.max_iter", conv["max_iter"]), ("trajectory.width", traj["width"]),
