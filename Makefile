@@ -1,13 +1,26 @@
-# `make run`  : set up .venv and run the default suite into results/default (leaderboard, comparisons, report)
-# `make test` : set up .venv, lint, run the tests
-# `make bench`: performance benchmarks into results/perf
+# `make run`      : set up .venv, run the cells of the default suite that results/default lacks, then render the
+#                  leaderboards, comparisons and report. The records are committed, the per-cell predictions are not
+#                  (several MB a cell): a fresh clone reruns the cells to recreate them; once they exist, `make run`
+#                  only renders. Ctrl-C stops every runner; the next `make run` resumes.
+# `make reproduce`: rerun every cell of the default suite from scratch into results/default, then render.
+# `make test`     : set up .venv, lint, check the layer rules, run the tests (the numerical ones twice: AVX-512 and
+#                  AVX2 kernels of torch)
+# `make bench`    : performance benchmarks into results/perf
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick lint clean-venv
+.PHONY: run render reproduce test bench bench-quick lint clean-venv
+
+SUITE ?= benchmarks/suites/default.toml
+OUT ?= results/default
+#: Datasets of the suite with shifted-test metrics (a table of their own; empty: none).
+SHIFT_DATASETS ?= digits mnist1d
+NTKBAYES := $(VENV)/bin/ntkbayes
+#: Test directories whose tolerances depend on floating-point kernels: run again with torch's AVX2 kernels.
+NUMERICAL_TESTS := tests/ntk tests/metrics tests/methods tests/data
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,25 +28,33 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	@touch $(STAMP)
 
-# Two runners share each suite's cells through the store's claims (one torch thread each on a 2-core machine).
+# Two runners (this process and one worker it starts and stops; one torch thread each on a 2-core machine) share
+# the cells through the store's claims.
 run: $(STAMP)
-	$(VENV)/bin/ntkbayes run benchmarks/suites/default.toml --out results/default --no-progress & pid=$$!; \
-	  $(VENV)/bin/ntkbayes run benchmarks/suites/default.toml --out results/default || exit 1; \
-	  wait $$pid
-	$(VENV)/bin/ntkbayes leaderboard results/default --format md --output results/default/leaderboard.md
-	$(VENV)/bin/ntkbayes leaderboard results/default --format csv --output results/default/leaderboard.csv
-	$(VENV)/bin/ntkbayes leaderboard results/default --format latex --output results/default/leaderboard.tex
-	$(VENV)/bin/ntkbayes leaderboard results/default --format html --output results/default/leaderboard.html
-	$(VENV)/bin/ntkbayes leaderboard results/default --format md --metrics 'shift/*' --datasets digits mnist1d \
-	  --output results/default/leaderboard_shift.md
-	$(VENV)/bin/ntkbayes compare results/default
-	$(VENV)/bin/ntkbayes report results/default
+	$(NTKBAYES) run $(SUITE) --out $(OUT) --workers 2
+	$(MAKE) --no-print-directory render
+
+render: $(STAMP)
+	$(NTKBAYES) leaderboard $(OUT) --format md --output $(OUT)/leaderboard.md
+	$(NTKBAYES) leaderboard $(OUT) --format csv --output $(OUT)/leaderboard.csv
+	$(NTKBAYES) leaderboard $(OUT) --format latex --output $(OUT)/leaderboard.tex
+	$(NTKBAYES) leaderboard $(OUT) --format html --output $(OUT)/leaderboard.html
+	$(if $(SHIFT_DATASETS),$(NTKBAYES) leaderboard $(OUT) --format md --metrics 'shift/*' \
+	  --datasets $(SHIFT_DATASETS) --output $(OUT)/leaderboard_shift.md)
+	$(NTKBAYES) compare $(OUT)
+	$(NTKBAYES) report $(OUT)
+
+reproduce: $(STAMP)
+	rm -rf $(OUT)/records.jsonl $(OUT)/records.jsonl.lock $(OUT)/predictions $(OUT)/claims
+	$(MAKE) --no-print-directory run
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ntkbayes tests benchmarks
 
 test: $(STAMP) lint
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest $(NUMERICAL_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py --out results/perf

@@ -2,24 +2,27 @@
 
 ``ntkbayes run [SUITE]`` runs a suite file (default ``benchmarks/suites/default.toml``; a bare name such as
 ``smoke`` means ``benchmarks/suites/smoke.toml``) into ``results/<suite name>`` and resumes where it stopped;
+``--workers N`` runs N runners on the store together (:mod:`ntkbayes.harness.workers`; Ctrl-C stops all of them),
+``--executor ray [--address ADDR]`` runs the cells on a Ray cluster (:mod:`ntkbayes.harness.executors`),
+``--dry-run`` a tiny CPU version of the suite on stand-in data (:func:`ntkbayes.harness.runner.dry_run_suite`).
 ``ntkbayes list`` shows methods with their parameters and defaults, datasets with their options, and suites;
-``ntkbayes leaderboard DIR`` renders a results directory. ``run --executor ray [--address ADDR]`` runs the cells on a
-Ray cluster (``ntkbayes.harness.ray_executor``); ``run --dry-run`` runs a tiny CPU version of the suite
-(``ntkbayes.harness.runner.dry_run_suite``). ``compare``, ``report`` and ``lazy`` import their
-modules only when called (``ntkbayes.report.comparison.main_compare``, ``ntkbayes.report.html.main_report``,
-``ntkbayes.lazy.main_lazy``; each takes the parsed arguments and returns an exit status).
+``ntkbayes leaderboard DIR`` renders a results directory; ``compare`` and ``report`` write the comparisons and the
+HTML page (``ntkbayes.report.comparison.compare_store``, ``ntkbayes.report.html.build_report``); ``lazy`` runs the
+lazy-regime study (:mod:`ntkbayes.lazy`). Every command handler lives here, and no module imports this one.
 
 User errors — a bad suite file, a missing dataset file, a bad option or command line — print one line
-``ntkbayes: error: <message>`` on stderr and exit with status 2, without a traceback.
+``ntkbayes: error: <message>`` on stderr and exit with status 2, without a traceback. An unreadable line of a
+store's ``records.jsonl`` is reported once per process as ``ntkbayes: warning: FILE line N: ...; line skipped``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from ntkbayes.errors import UserError
@@ -35,6 +38,9 @@ SUITES_DIR = "benchmarks/suites"
 
 #: Exit status of user errors (as argparse uses for usage errors).
 EXIT_USER_ERROR = 2
+
+#: Store warnings already printed by this process (each is printed once).
+_STORE_WARNINGS_SHOWN: set[str] = set()
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -76,20 +82,44 @@ def _suites_dirs() -> list[Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     from ntkbayes.harness.config import load_suite
     from ntkbayes.harness.runner import run_suite
+    from ntkbayes.harness.workers import sigterm_as_interrupt, start_workers, stop_workers
 
     if args.address is not None and args.executor != "ray":
         raise UserError("run: --address needs --executor ray")
+    if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
+        raise UserError(f"run: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
     suite = load_suite(resolve_suite_path(args.suite), unknown_methods="fail" if args.dry_run else "error")
     name = f"{suite.name}-dry-run" if args.dry_run else suite.name
     out = args.out if args.out is not None else str(Path("results") / name)
-    summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
-                        progress=not args.no_progress, download=args.download, data_root=args.root,
-                        address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads,
-                        dry_run=args.dry_run)
+    workers, interrupted = [], True
+    with sigterm_as_interrupt():
+        try:
+            if args.workers > 1:
+                workers = start_workers(_worker_argv(args, out), args.workers - 1)
+            summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
+                                progress=not args.no_progress, download=args.download, data_root=args.root,
+                                address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads,
+                                dry_run=args.dry_run)
+            interrupted = False
+        finally:
+            status = stop_workers(workers, interrupted=interrupted)
     print(summary)
     for label, error in summary.failures:
         print(f"  failed: {label}: {error}", file=sys.stderr)
-    return 0
+    return status
+
+
+def _worker_argv(args: argparse.Namespace, out: str) -> list[str]:
+    """The ``ntkbayes run`` command line of one extra worker: the same run, one runner, no progress bar."""
+    argv = ["run", args.suite, "--out", out, "--workers", "1", "--no-progress", "--executor", args.executor]
+    for flag, value in (("--device", args.device), ("--root", args.root), ("--threads", args.threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.seeds is not None:
+        argv += ["--seeds", *map(str, args.seeds)]
+    argv += [flag for flag, on in (("--dry-run", args.dry_run), ("--download", args.download),
+                                   ("--no-retry-failed", args.no_retry_failed)) if on]
+    return argv
 
 
 def _fmt_default(v) -> str:
@@ -130,7 +160,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             except UserError as e:
                 info = f"(invalid: {e})"
                 try:  # not a benchmark suite: perhaps a lazy-regime study file (`ntkbayes lazy`)
-                    from ntkbayes.lazy import load_config
+                    from ntkbayes.lazy.config import load_config
 
                     cfg = load_config(path)
                     info = f"{cfg.name}: lazy-regime study, run with `ntkbayes lazy` — {cfg.description}"
@@ -157,19 +187,44 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lazy(module: str, func: str):
-    """A command that imports ``module`` only when run and calls ``module.func(args)``."""
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Writes OUTDIR/compare/ (tables, summary.md) and OUTDIR/figures/ (heatmaps); OUTDIR defaults to DIR."""
+    from ntkbayes.report.comparison import compare_store
 
-    def command(args: argparse.Namespace) -> int:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                raise UserError(f"'{args.command}' is not available: module {module} is missing") from None
-            raise
-        return int(getattr(mod, func)(args) or 0)
+    root = Path(args.dir)
+    out = Path(args.output or root)
+    if out.suffix:
+        raise UserError(f"--output {out}: expected a directory (compare writes several tables and figures)")
+    results = compare_store(root, args.dataset, args.methods, out_dir=out)
+    n = sum(len({k.split("/", 1)[0] for k in m}) for m in results.values())
+    print(f"compared {len(results)} dataset(s), {n} split(s): tables in {out / 'compare'}, "
+          f"summary {out / 'compare' / 'summary.md'}, heatmaps in {out / 'figures'}")
+    return 0
 
-    return command
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Writes the static report page and prints its path."""
+    from ntkbayes.report.html import build_report
+
+    print(f"report: {build_report(args.dir, args.output)}")
+    return 0
+
+
+def cmd_lazy(args: argparse.Namespace) -> int:
+    """Runs the lazy-regime study into ``--out`` (default ``results/<study name>``)."""
+    import torch
+
+    from ntkbayes.lazy.config import load_config
+    from ntkbayes.lazy.study import run_study
+
+    cfg = load_config(resolve_suite_path(args.suite))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = args.out or str(Path("results") / cfg.name)
+    summary = run_study(cfg, out, device=args.device, progress=True)
+    print(f"lazy study {cfg.name}: {summary['seconds']['total'] / 60:.1f} min, rows {summary['rows']}; "
+          f"wrote {out}/README.md, table.md, *.csv, figures/")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="torch CPU threads per cell (default: the suite's, else torch's)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-retry-failed", action="store_true", help="leave cells whose last record failed")
+    r.add_argument("--workers", type=int, default=1,
+                   help="local runners sharing the cells (this process and N-1 children; Ctrl-C stops all)")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="methods and parameters, datasets and options, suites")
@@ -212,18 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", nargs="+", help="only these datasets")
     c.add_argument("--methods", nargs="+", help="only these method labels")
     c.add_argument("--output", help="output directory for tables and figures (default DIR)")
-    c.set_defaults(func=_lazy("ntkbayes.report.comparison", "main_compare"))
+    c.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="static HTML report of a results directory")
     rp.add_argument("dir", help="results directory")
     rp.add_argument("--output", help="output file (default DIR/report.html)")
-    rp.set_defaults(func=_lazy("ntkbayes.report.html", "main_report"))
+    rp.set_defaults(func=cmd_report)
 
     lz = sub.add_parser("lazy", help="lazy-regime diagnostics suite")
     lz.add_argument("suite", nargs="?", default=DEFAULT_LAZY_SUITE, help=f"suite file (default {DEFAULT_LAZY_SUITE})")
     lz.add_argument("--out", help="results directory")
     lz.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device")
-    lz.set_defaults(func=_lazy("ntkbayes.lazy", "main_lazy"))
+    lz.set_defaults(func=cmd_lazy)
     return p
 
 
@@ -234,11 +291,35 @@ def _one_line(e: BaseException) -> str:
     return " ".join(msg.split()) or type(e).__name__
 
 
+@contextlib.contextmanager
+def _plain_store_warnings():
+    """Within the block, a :class:`~ntkbayes.harness.store.StoreWarning` (an unreadable line of records.jsonl)
+    prints once per process as one plain line ``ntkbayes: warning: FILE line N: problem; line skipped``, however
+    many times the file is read; other warnings show as usual."""
+    from ntkbayes.harness.store import StoreWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        show = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, StoreWarning):
+                return show(message, category, filename, lineno, file, line)
+            text = " ".join(str(message).split())
+            if text not in _STORE_WARNINGS_SHOWN:
+                _STORE_WARNINGS_SHOWN.add(text)
+                print(f"ntkbayes: warning: {text}", file=sys.stderr)
+
+        warnings.showwarning = showwarning
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ntkbayes`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        with _plain_store_warnings():
+            return int(args.func(args) or 0)
     except (UserError, FileNotFoundError) as e:
         print(f"ntkbayes: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR

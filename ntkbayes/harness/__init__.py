@@ -1,24 +1,32 @@
-"""Suites, the runner and the results store (design.md "Suites, records, leaderboards", "Execution and scale").
+"""Suites, cells, executors, the runner and the results store (design.md "Suites, records, leaderboards",
+"Execution and scale").
 
-``load_suite(path)`` parses a strict TOML suite into cells (config.py), ``run_suite(suite, out_dir)`` runs the cells
-not yet done through an executor and writes records (runner.py), ``ResultsStore(dir)`` reads and writes
-``records.jsonl`` and ``predictions/<run_id>.npz`` (store.py); ``ray_executor.run_cells`` runs cells on a Ray
-cluster (imported only for ``executor="ray"``).
+``load_suite(path)`` parses a strict TOML suite into cells (config.py); ``run_cell(cell)`` runs one cell into a
+record (cell.py); executors send cells to this process or a Ray cluster (executors.py); ``run_suite(suite,
+out_dir)`` runs the cells not yet done and writes records (runner.py); ``ResultsStore(dir)`` reads and writes
+``records.jsonl`` and ``predictions/<run_id>.npz`` (store.py).
+
+Names are imported on first use (PEP 562), so ``import ntkbayes.harness.store`` (what the report needs) loads
+neither the runner nor torch-heavy modules.
 """
 
-from ntkbayes.harness.config import Cell, DatasetSpec, MethodSpec, Suite, load_suite, parse_suite
-from ntkbayes.harness.runner import (
-    Executor,
-    RunSummary,
-    dry_run_suite,
-    get_executor,
-    local_executor,
-    run_cell,
-    run_suite,
-)
-from ntkbayes.harness.store import SCHEMA_VERSION, ResultsStore, StoreWarning
+from __future__ import annotations
 
-__all__ = [
-    "Cell", "DatasetSpec", "Executor", "MethodSpec", "ResultsStore", "RunSummary", "SCHEMA_VERSION", "StoreWarning",
-    "Suite", "dry_run_suite", "get_executor", "load_suite", "local_executor", "parse_suite", "run_cell", "run_suite",
-]
+import importlib
+from typing import Any
+
+#: Public name → the submodule defining it.
+_EXPORTS = {
+    "Cell": "config", "DatasetSpec": "config", "MethodSpec": "config", "Suite": "config", "load_suite": "config",
+    "parse_suite": "config", "run_cell": "cell", "Executor": "executors", "get_executor": "executors",
+    "local_executor": "executors", "RunSummary": "runner", "dry_run_suite": "runner", "run_suite": "runner",
+    "SCHEMA_VERSION": "store", "ResultsStore": "store", "StoreWarning": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

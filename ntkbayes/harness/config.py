@@ -27,7 +27,7 @@ its ``exec``)::
 
 Method parameters are the constructor arguments (``ntkbayes.methods.get(name).param_defaults()``). A list value
 is a sweep, except for a parameter that takes a list — its default is a list or tuple, or its annotation names
-``list``/``tuple``/``Sequence`` (``reg_grid: tuple[float, ...] | None``): there a list is the value and a list of
+``list``/``tuple``/``Sequence`` (``hidden: tuple[int, ...] | None``): there a list is the value and a list of
 lists is the sweep (``hidden = [[64, 64], [128]]``). To pass a literal list to any other parameter, write a
 one-element sweep ``[[64, 64]]``. Types are checked against the annotation where it is readable (``str | float``
 takes both; ``float | None`` takes a number) and else against the default: bool for bool, int for int, int or
@@ -59,11 +59,8 @@ when run, as "failed" records, and the suite goes on.
 from __future__ import annotations
 
 import enum
-import hashlib
 import inspect
 import itertools
-import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,7 +68,17 @@ from pathlib import Path
 from typing import Any
 
 from ntkbayes.errors import UserError
-from ntkbayes.harness.values import annotation_kinds, check_any, check_value, type_name
+from ntkbayes.harness.values import (
+    annotation_kinds,
+    canonical_json,
+    check_any,
+    check_param,
+    check_value,
+    format_value,
+    normalize,
+    run_id_of,
+    type_name,
+)
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -88,8 +95,6 @@ LOAD_ARGUMENTS = ("name", "root", "seed", "download")
 #: Default data root, relative to the working directory (design.md layout: ``datasets/``).
 DEFAULT_DATA_ROOT = "datasets"
 
-#: Length of a run_id in hex digits: 64 bits make a collision among even millions of cells negligible.
-RUN_ID_LENGTH = 16
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -134,7 +139,7 @@ class MethodSpec:
         out = []
         for values in itertools.product(*(self.sweep[k] for k in keys)):
             chosen = dict(zip(keys, values))
-            tag = ",".join(f"{k}={_format_value(v)}" for k, v in chosen.items())
+            tag = ",".join(f"{k}={format_value(v)}" for k, v in chosen.items())
             out.append((f"{self.label}[{tag}]", {**self.params, **chosen}))
         return out
 
@@ -164,6 +169,8 @@ class Cell:
     threads: int | None = None
     shift: tuple[str, ...] = ()
     tf32: bool = False
+    stand_in: bool = False
+    """Load random stand-in data of the dataset's shapes instead of files (the dry run); not hashed."""
 
     @property
     def label(self) -> str:
@@ -189,6 +196,7 @@ class Cell:
             "threads": self.threads,
             "shift": list(self.shift),
             "tf32": self.tf32,
+            "stand_in": self.stand_in,
         }
 
     @classmethod
@@ -218,53 +226,6 @@ class Suite:
               threads: int | None = None) -> list[Cell]:
         """Expand the grid (see :func:`expand`)."""
         return expand(self, seeds=seeds, data_root=data_root, download=download, threads=threads)
-
-
-# -- JSON normalization and run ids ----------------------------------------------------------------------------
-def normalize(value: Any) -> Any:
-    """JSON-safe canonical form: Enum → its value, tuple → list, int-valued floats stay floats; dict keys → str.
-
-    Non-finite floats become the strings "nan", "inf", "-inf"; other objects their ``repr`` (a default that is a
-    callable, say), so hashing never fails.
-    """
-    if isinstance(value, enum.Enum):
-        return normalize(value.value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (list, tuple)):
-        return [normalize(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): normalize(v) for k, v in value.items()}
-    return repr(value)
-
-
-def canonical_json(obj: Any) -> str:
-    """Compact JSON with sorted keys: the same content always gives the same string."""
-    return json.dumps(normalize(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mapping, seed: int,
-              evaluation: Mapping | None = None) -> str:
-    """sha256(canonical JSON of dataset, options, method, params, seed[, evaluation])[:16]; ``evaluation`` (shift
-    kinds, tf32) is hashed only when non-empty."""
-    payload = {
-        "dataset": dataset,
-        "dataset_options": dict(dataset_options),
-        "method": method,
-        "params": dict(params),
-        "seed": int(seed),
-    }
-    if evaluation:
-        payload["evaluation"] = dict(evaluation)
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_LENGTH]
-
-
-def _format_value(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    return json.dumps(normalize(v), separators=(",", ":"))
 
 
 # -- parsing -------------------------------------------------------------------------------------------------
@@ -395,12 +356,13 @@ def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "er
         if is_sweep:
             if not value:
                 raise UserError(f"{where} {key}: an empty array sweeps over nothing")
-            values = tuple(check_value(v, default, f"{where} {key}", kinds) for v in value)
+            values = tuple(check_param(cls, key, check_value(v, default, f"{where} {key}", kinds), where)
+                           for v in value)
             if len({canonical_json(v) for v in values}) != len(values):
                 raise UserError(f"{where} {key}: the sweep {value!r} repeats a value")
             sweep[key] = values
         else:
-            params[key] = check_value(value, default, f"{where} {key}", kinds)
+            params[key] = check_param(cls, key, check_value(value, default, f"{where} {key}", kinds), where)
     missing = [k for k, d in defaults.items() if d is inspect.Parameter.empty and k not in table]
     if missing:
         raise UserError(f"{where}: method {name!r} needs parameter(s) {', '.join(missing)}")

@@ -7,7 +7,7 @@ Layout of a store directory ``DIR``::
     predictions/<run_id>.npz arrays of one cell (np.savez, loaded with allow_pickle=False)
     claims/<run_id>.json     "a runner is working on this cell" markers (see :meth:`ResultsStore.try_claim`)
 
-Safety (issue 8):
+Safety:
 
 - A record is one line written by a single ``os.write`` to an ``O_APPEND`` descriptor while holding an exclusive
   ``flock`` on ``records.jsonl.lock``, then ``fsync``\\ ed. Two runners writing to one store never interleave
@@ -24,9 +24,11 @@ Safety (issue 8):
 - No pickle: records are JSON, arrays are loaded with ``allow_pickle=False``; a run_id from a foreign file is
   checked against ``[0-9A-Za-z_-]+`` before it becomes part of a path.
 
-Re-runs: a cell counts as done when the store holds an ``ok`` record for its run_id. A failed cell is recorded
-(status ``failed``, with the error) and is retried on the next run; when a run_id has several records, the newest
-``ok`` record wins, and the newest ``failed`` one when there is no ``ok`` record (:meth:`ResultsStore.latest`).
+Re-runs: a cell counts as done when the store holds an ``ok`` record for its run_id and the predictions file the
+record names exists (predictions are not committed to git: a fresh clone reruns the cells to recreate them). A
+failed cell is recorded (status ``failed``, with the error) and is retried on the next run; when a run_id has
+several records, the newest ``ok`` record wins, and the newest ``failed`` one when there is no ``ok`` record
+(:meth:`ResultsStore.latest`).
 
 Arrays in ``predictions/<run_id>.npz``: ``test_probs`` (S, N, C) float32, ``test_labels`` (N,) int64,
 ``ood_<set>_probs`` (S, M, C) float32 per OOD set, and for 2-D datasets ``grid_x`` (G, 2) float32 and
@@ -62,7 +64,7 @@ REQUIRED_KEYS = ("schema_version", "run_id", "dataset", "method", "params", "see
 #: refused by :meth:`ResultsStore.append` and skipped by readers. Optional fields may be absent or null.
 FIELD_TYPES: dict[str, tuple[type, ...]] = {"dataset": (str,), "method": (str,), "params": (dict,), "seed": (int,)}
 OPTIONAL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "suite": (str,), "dataset_label": (str,), "method_label": (str,), "dataset_options": (dict,),
+    "suite": (str,), "dataset_label": (str,), "method_label": (str,), "family": (str,), "dataset_options": (dict,),
     "metrics": (dict,), "fit_info": (dict,), "error": (str,), "conventions": (dict,), "versions": (dict,),
 }
 
@@ -280,8 +282,16 @@ class ResultsStore:
         return out
 
     def done_run_ids(self) -> set[str]:
-        """run_ids that have an ``ok`` record (a rerun skips them; failed cells are retried)."""
-        return {r["run_id"] for r in self.records(STATUS_OK)}
+        """run_ids that have an ``ok`` record whose predictions file exists (a rerun skips them; failed cells, and
+        cells whose predictions are missing — a fresh clone of a repository that commits records but not
+        predictions — are run again)."""
+        return {r["run_id"] for r in self.records(STATUS_OK) if self._is_done(r)}
+
+    def _is_done(self, rec: Mapping[str, Any]) -> bool:
+        """An ``ok`` record that names no predictions file, or whose predictions file exists."""
+        if rec["status"] != STATUS_OK:
+            return False
+        return not isinstance(rec.get("predictions"), str) or self.predictions_path(rec["run_id"]).exists()
 
     def _refresh_done(self) -> set[str]:
         """Update the done set from lines appended since the last call (complete lines only, no warnings)."""
@@ -296,7 +306,7 @@ class ResultsStore:
             return self._done
         for raw in data[: end + 1].split(b"\n"):
             rec = self._parse_line(raw, 0, warn=False)
-            if rec is not None and rec["status"] == STATUS_OK:
+            if rec is not None and self._is_done(rec):
                 self._done.add(rec["run_id"])
         self._offset += end + 1
         return self._done
@@ -425,7 +435,6 @@ class ResultsStore:
                 p.unlink()
                 n += 1
         return n
-
 
     def _cleanup_claims(self) -> int:
         if not self.claims_dir.is_dir():

@@ -1,4 +1,4 @@
-"""Type checks of suite-file values against a method's or dataset's parameters (used by :mod:`.config`).
+"""Value checks of suite and study files (:mod:`.config`, :mod:`ntkbayes.lazy.config`), canonical JSON, run ids.
 
 A value is checked against the parameter's annotation where it is readable and else against its default's type;
 see :func:`check_value` and the "Types" paragraph of :mod:`ntkbayes.harness.config`.
@@ -7,7 +7,10 @@ see :func:`check_value` and the "Types" paragraph of :mod:`ntkbayes.harness.conf
 from __future__ import annotations
 
 import enum
+import hashlib
 import inspect
+import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -113,3 +116,66 @@ def check_value(value: Any, default: Any, where: str, kinds: frozenset[str] = fr
         raise UserError(f"{where}: expected {expected} (like the default {default!r}), got {type_name(value)} "
                         f"{value!r}")
     return value
+
+
+def check_param(cls: type, key: str, value: Any, where: str) -> Any:
+    """``value`` validated by the method class's ``check_param(key, value)`` (enum membership, bounds such as
+    ``members ≥ 1``) and normalized; its ValueError becomes a UserError "FILE: [methods.LABEL] KEY: message"."""
+    check = getattr(cls, "check_param", None)
+    if check is None:  # a method class without the hook (ntkbayes.methods.base provides it)
+        return value
+    try:
+        return normalize(check(key, value))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{where} {key}: {' '.join(str(e).split())}") from None
+
+
+# -- JSON normalization and run ids (config.py module docstring) -------------------------------------------------------
+#: Length of a run_id in hex digits: 64 bits make a collision among even millions of cells negligible.
+RUN_ID_LENGTH = 16
+
+
+def normalize(value: Any) -> Any:
+    """JSON-safe canonical form: Enum → its value, tuple → list, int-valued floats stay floats; dict keys → str.
+
+    Non-finite floats become the strings "nan", "inf", "-inf"; other objects their ``repr`` (a default that is a
+    callable, say), so hashing never fails.
+    """
+    if isinstance(value, enum.Enum):
+        return normalize(value.value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [normalize(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): normalize(v) for k, v in value.items()}
+    return repr(value)
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact JSON with sorted keys: the same content always gives the same string."""
+    return json.dumps(normalize(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mapping, seed: int,
+              evaluation: Mapping | None = None) -> str:
+    """sha256(canonical JSON of dataset, options, method, params, seed[, evaluation])[:16]; ``evaluation`` (shift
+    kinds, tf32) is hashed only when non-empty."""
+    payload = {
+        "dataset": dataset,
+        "dataset_options": dict(dataset_options),
+        "method": method,
+        "params": dict(params),
+        "seed": int(seed),
+    }
+    if evaluation:
+        payload["evaluation"] = dict(evaluation)
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def format_value(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    return json.dumps(normalize(v), separators=(",", ":"))

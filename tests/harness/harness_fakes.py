@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ class FakeLogReg(Method):
     """Logistic regression, a few gradient steps (test-only)."""
 
     name = METHOD
+    family = "fake"
+    dry_run_params = {"members": 2, "steps": 5}
 
     def __init__(self, steps: int = 30, lr: float = 0.5, members: int = 1, fail: str = "none", sleep: float = 0.0,
                  alloc_mb: int = 0):
@@ -82,12 +85,21 @@ def _load_missing(root, seed, download, *, n: int = 10):
     raise nbdata.DataMissingError("_missing", Path(root) / "_missing" / "data.bin")
 
 
+def _tiny_stand_in(options: dict):
+    """The stand-in of ``_tiny`` (what a dry run loads): its input shape and classes."""
+    from ntkbayes.data.splits import StandIn
+
+    return StandIn(feature_shape=(options["dim"],), num_classes=options["classes"])
+
+
 def register_fakes() -> None:
     """Add the fake method and datasets to the registries (idempotent)."""
     base._REGISTRY[METHOD] = FakeLogReg
+    stand_in = "stand_in" in inspect.signature(nbdata.register).parameters  # data loaders declare stand-ins
     for name, fn in (("_tiny", _load_tiny), ("_missing", _load_missing)):
         nbdata._REGISTRY.pop(name, None)
-        nbdata.register(name, family="synthetic")(fn)
+        extra = {"stand_in": _tiny_stand_in} if stand_in and name == "_tiny" else {}
+        nbdata.register(name, family="synthetic", **extra)(fn)
 
 
 def unregister_fakes() -> None:

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from ntkbayes.harness import cell as cell_mod
 from ntkbayes.harness import runner
+from ntkbayes.harness.cell import grid_points, run_cell
 from ntkbayes.harness.config import parse_suite
-from ntkbayes.harness.runner import grid_points, run_cell, run_suite
+from ntkbayes.harness.runner import run_suite
 from ntkbayes.harness.store import ResultsStore
 
 
@@ -180,7 +182,7 @@ def test_data_cache_loads_each_dataset_and_seed_once(tmp_path, monkeypatch):
     s = suite({"a": {"method": "_test_logreg", "steps": 3}, "b": {"method": "_test_logreg", "steps": 4}})
     run_suite(s, tmp_path, progress=False)
     assert calls == [("_tiny", 0), ("_tiny", 1)]
-    assert not runner._DATA_CACHE
+    assert not cell_mod._DATA_CACHE
 
 
 def test_two_runners_record_each_cell_once(tmp_path):
@@ -223,7 +225,7 @@ def test_shift_metrics_match_a_direct_computation_and_tf32_is_recorded(tmp_path)
     assert torch.backends.cuda.matmul.allow_tf32 and torch.get_float32_matmul_precision() == "high"
     m = record["metrics"]
     assert len([k for k in m if k.startswith("shift/")]) == 2 * 5 * 3
-    data = runner.load_data(cell)  # the slow, obvious way: refit, corrupt, score
+    data = cell_mod.load_data(cell)  # the slow, obvious way: refit, corrupt, score
     model = methods.create("_test_logreg", steps=5, members=2).fit(data, seed=1, device=torch.device("cpu"))
     for kind in ("gaussian_noise", "roll"):
         for sev in (1, 5):
@@ -232,7 +234,7 @@ def test_shift_metrics_match_a_direct_computation_and_tf32_is_recorded(tmp_path)
             assert m[f"shift/{kind}/{sev}/nll"] == pytest.approx(ref["cal/nll"], rel=1e-12)
             assert m[f"shift/{kind}/{sev}/ece"] == pytest.approx(ref["cal/ece"], rel=1e-12)
     assert m["shift/gaussian_noise/5/nll"] > m["shift/gaussian_noise/1/nll"]  # more noise, worse NLL
-    runner.clear_data_cache()
+    cell_mod.clear_data_cache()
     plain, _ = run_cell(suite(seeds=(0,)).cells()[0], "cpu")
     assert plain["tf32"] is False and plain["shift_seconds"] is None and not torch.backends.cuda.matmul.allow_tf32
     assert not [k for k in plain["metrics"] if k.startswith("shift/")]
@@ -252,6 +254,7 @@ def test_dry_run_caps_the_suite_and_fails_unknown_methods_only(tmp_path):
     recs = {r["method_label"]: r for r in ResultsStore(tmp_path).records()}
     assert recs["later"]["failed_stage"] == "create" and "not_written_yet" in recs["later"]["error"]
     assert recs["wide[members=2]"]["params"]["members"] == 2 and recs["wide[members=2]"]["device"] == "cpu"
+    assert recs["wide[members=2]"]["family"] == "fake" and recs["later"]["family"] == "not_written_yet"
     from ntkbayes.errors import UserError
 
     with pytest.raises(UserError, match="dry run"):
@@ -260,7 +263,7 @@ def test_dry_run_caps_the_suite_and_fails_unknown_methods_only(tmp_path):
 
 def test_failed_record_has_the_cell_and_provenance(tmp_path):
     cell = suite(seeds=(0,)).cells()[0]
-    r = runner.failed_record(cell, "cpu", "WorkerCrashedError: gone", "ray")
+    r = cell_mod.failed_record(cell, "cpu", "WorkerCrashedError: gone", "ray")
     assert r["status"] == "failed" and r["run_id"] == cell.run_id and r["failed_stage"] == "ray"
     assert r["error"] == "WorkerCrashedError: gone" and r["metrics"] == {} and r["versions"]["torch"]
     store = ResultsStore(tmp_path)  # the driver appends it like any other record; the cell is then retried

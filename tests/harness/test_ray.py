@@ -1,7 +1,7 @@
-"""Ray executor (issue 7 item 4): on a local Ray cluster started here, the same suite gives the same records and
-predictions as the local executor (timings and host fields aside), failed cells come back as failed records, the
-driver resumes, and device "cuda" on a cluster without GPUs is an error. Real methods and datasets (moons, MAP),
-because Ray workers are fresh processes that see only the registered ones."""
+"""Ray executor (ntkbayes.harness.executors): on a local Ray cluster started here, the same suite gives the same
+records and predictions as the local executor (timings and host fields aside), failed cells come back as failed
+records, the driver resumes, and device "cuda" on a cluster without GPUs is an error. Real methods and datasets
+(moons, MAP), because Ray workers are fresh processes that see only the registered ones."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 
 from ntkbayes.cli import main  # noqa: E402
 from ntkbayes.errors import UserError  # noqa: E402
-from ntkbayes.harness import ray_executor  # noqa: E402
+from ntkbayes.harness import executors as ray_executor  # noqa: E402
 from ntkbayes.harness.config import parse_suite  # noqa: E402
 from ntkbayes.harness.runner import run_suite  # noqa: E402
 from ntkbayes.harness.store import ResultsStore  # noqa: E402
@@ -32,7 +32,7 @@ SUITE = {
         "map": {"width": 8, "depth": 1, "epochs": 3, "batch_size": 32, "patience": 2, "dtype": "float64"},
         "ens": {"method": "deep_ensemble", "members": 2, "width": 8, "depth": 1, "epochs": 3, "batch_size": 32,
                 "dtype": "float64"},
-        "broken": {"method": "map", "activation": "nope", "epochs": 1},
+        "broken": {"method": "not_written_yet", "epochs": 1},  # fails in the worker, when it is created
     },
 }
 
@@ -53,7 +53,7 @@ def _load(d):
 
 
 def test_ray_gives_the_same_records_as_local(tmp_path, cluster, capsys):
-    suite = parse_suite(SUITE, "raytest.toml")
+    suite = parse_suite(SUITE, "raytest.toml", unknown_methods="fail")
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     local = run_suite(suite, tmp_path / "local", progress=False)
@@ -76,7 +76,7 @@ def test_ray_gives_the_same_records_as_local(tmp_path, cluster, capsys):
             pb = ResultsStore(tmp_path / "ray").load_arrays(run_id)
             assert set(pa) == set(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa)
     broken = next(r for r in b.values() if r["method_label"] == "broken")
-    assert broken["failed_stage"] == "fit" and "activation" in broken["error"]
+    assert broken["failed_stage"] == "create" and "not_written_yet" in broken["error"]
     hosts = {r["hostname"] for r in ResultsStore(tmp_path / "ray").records()}
     assert hosts and None not in hosts  # filled in by the worker
     # resume through the CLI: the driver skips the done cells (the failed one is retried, and fails again)
@@ -124,7 +124,7 @@ def test_worker_death_becomes_a_failed_record(cluster, monkeypatch):
         os._exit(3)
 
     monkeypatch.setattr(ray_executor, "_run_remote", dies)
-    out = list(ray_executor.run_cells(cells, "cpu"))
+    out = list(ray_executor.ray_executor(cells, "cpu"))
     assert len(out) == 1 and out[0][1]["status"] == "failed" and out[0][2] == {}
     assert out[0][1]["failed_stage"] == "ray" and out[0][1]["run_id"] == cells[0].run_id
     monkeypatch.setattr(ray_executor, "_run_remote", real)

@@ -1,4 +1,4 @@
-"""Support for the reliability tests (issue 8): a test-only method and dataset, and fast CLI processes.
+"""Support for the reliability tests: a test-only method and dataset, and fast CLI processes.
 
 - method ``_rel_fake``: softmax regression by a few full-batch gradient steps in float64 (deterministic);
   ``sleep`` seconds of pretend work inside fit (so a SIGKILL lands inside a cell), ``fail="raise"`` raises in fit,

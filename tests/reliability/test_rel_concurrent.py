@@ -1,4 +1,4 @@
-"""Issue 8.2: several ``ntkbayes run`` processes on the same suite and store at once record every cell exactly
+"""Reliability: several ``ntkbayes run`` processes on the same suite and store at once record every cell exactly
 once, with no torn or interleaved line, and a runner killed among them leaves nothing lost or doubled."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8.1: SIGKILL the ``ntkbayes run`` process at random moments, resume, and get exactly the records of an
+"""Reliability: SIGKILL the ``ntkbayes run`` process at random moments, resume, and get exactly the records of an
 uninterrupted run (timings aside): no cell lost, none duplicated, no corrupt line, predictions bit-identical.
 
 The seed of the kill schedule is printed (``pytest -s``) and can be fixed with ``NTKBAYES_CRASH_SEED``.
@@ -18,7 +18,7 @@ import rel_support
 
 from ntkbayes.harness.store import ResultsStore, StoreWarning
 
-#: Kills that must land on a running process (issue 8 asks for at least 20).
+#: Kills that must land on a running process (at least 20, so every stage of a cell is hit).
 MIN_KILLS = 24
 
 #: Kill moments are uniform in [0, MAX_DELAY] seconds after the start. Here a forked runner needs about 0.3 s to

@@ -1,4 +1,4 @@
-"""Issue 8.5: the same suite and seeds give bit-identical records (metrics at full JSON precision, fit info) and
+"""Reliability: the same suite and seeds give bit-identical records (metrics at full JSON precision, fit info) and
 bit-identical saved predictions on CPU, across two separate processes, with real methods (MAP network, NTK
 ensemble in kernel mode and in network mode with L-BFGS) on moons."""
 

@@ -1,4 +1,4 @@
-"""Issue 8.4: methods that raise, whose loss becomes NaN, or whose outputs are NaN are recorded as failed with the
+"""Reliability: methods that raise, whose loss becomes NaN, or whose outputs are NaN are recorded as failed with the
 reason; the suite goes on; ``ntkbayes leaderboard`` shows the failed rows instead of dropping them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8.3, data arrays: NaN, inf, huge values, wrong shapes and dtypes, empty splits and labels out of range go
+"""Reliability, data arrays: NaN, inf, huge values, wrong shapes and dtypes, empty splits and labels out of range go
 through ``make_splits``, ``Predictive`` and ``metrics.evaluate``: either a ValueError naming the problem, or numbers
 checked against an obvious reference — never silently wrong numbers."""
 

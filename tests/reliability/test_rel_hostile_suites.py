@@ -1,4 +1,4 @@
-"""Issue 8.3, suite files: random bytes, non-UTF-8, truncated files and random TOML documents (unknown keys, values
+"""Reliability, suite files: random bytes, non-UTF-8, truncated files and random TOML documents (unknown keys, values
 of every type at every key) either load or raise a ValueError naming the file; the CLI answers every bad file with
 exit status 2 and exactly one line on stderr, no traceback."""
 
@@ -190,3 +190,34 @@ def test_cli_process_answers_bad_files_with_one_line(cli, tmp_path):
         assert code == 2 and out == "", (name, code, out, err)
         assert len(err.splitlines()) == 1 and err.startswith(f"ntkbayes: error: {path}: "), (name, err)
     assert not (tmp_path / "out").exists()
+
+
+#: Method values that are the right TOML type but not allowed (docs/benchmarks.md, suite format): each suite
+#: stops at load, exit 2, one line naming the table and key and what is allowed; nothing is written. The
+#: `mode` and `members` cases rely on the method class's ``check_param`` (enum membership, ``members ≥ 1``).
+BAD_VALUES = {
+    "bogus_mode": ('[methods.ntk]\nmethod = "ntk_ensemble"\nmode = "bogus"\n', "[methods.ntk] mode: ",
+                   ("network", "linearized", "kernel")),
+    "misspelled_method": ('[methods.ntk]\nmethod = "ntk_ensembel"\n', "[methods.ntk]: unknown method",
+                          ("'ntk_ensembel'", "available: ", "ntk_ensemble")),
+    "string_width": ('[methods.map]\nwidth = "wide"\n', "[methods.map] width: ", ("integer", "'wide'")),
+    "zero_members": ('[methods.ens]\nmethod = "deep_ensemble"\nmembers = 0\n', "[methods.ens] members: ",
+                     ("1", "0")),
+    "zero_members_in_a_sweep": ('[methods.ens]\nmethod = "deep_ensemble"\nmembers = [2, 0]\n',
+                                "[methods.ens] members: ", ("1", "0")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_method_values_stop_at_load(case, tmp_path, capsys):
+    table, where, allowed = BAD_VALUES[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text('seeds = [0]\ndevice = "cpu"\n[datasets.moons]\nn = 60\n' + table)
+    out = tmp_path / "out"
+    code = main(["run", str(path), "--out", str(out), "--no-progress"])
+    stdout, err = capsys.readouterr()
+    assert code == 2 and stdout == "", (code, stdout, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ntkbayes: error: {path}: {where}"), lines
+    assert all(word in lines[0] for word in allowed), lines[0]
+    assert not (out / "records.jsonl").exists() and not out.exists()

@@ -1,4 +1,4 @@
-"""Issue 8.6: a step that would need more memory than the device has stops before allocating, with a message that
+"""Reliability: a step that would need more memory than the device has stops before allocating, with a message that
 names the option to change; inside a suite the cell is recorded as failed and the suite goes on.
 
 Sizes are chosen so each estimate exceeds this machine's memory by orders of magnitude (GiB to PiB), and the
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ntkbayes.harness.cell import _proc_status_kb, _reset_hwm, run_cell
 from ntkbayes.harness.config import parse_suite
-from ntkbayes.harness.runner import _proc_status_kb, _reset_hwm, run_cell
 from ntkbayes.models import MLP
 from ntkbayes.utils import MemoryEstimateError, available_memory
 

@@ -1,4 +1,4 @@
-"""Issue 8.7: nothing in the package can run code while loading results, predictions or caches.
+"""Reliability: nothing in the package can run code while loading results, predictions or caches.
 
 1. A scan of every module of ``ntkbayes/`` (its syntax tree, so docstrings that mention ``exec`` do not count):
    no pickle-family import (pickle, cPickle, dill, joblib, cloudpickle, marshal, shelve), no ``torch.load`` without

@@ -1,8 +1,18 @@
-"""Ray executor: cells run as Ray tasks on a cluster, the driver writes the records (design.md "Execution").
+"""Executors: where a suite's cells run (design.md "Execution").
 
+An executor is a callable ``executor(cells, device) -> iterator of (cell, record, arrays)``: it takes an iterable of
+:class:`~ntkbayes.harness.config.Cell` (consumed lazily: each cell is claimed in the store just before the executor
+pulls it) and the device string ("auto" | "cpu" | "cuda", resolved where the cell runs), and yields each cell with
+:func:`~ntkbayes.harness.cell.run_cell`'s result as cells finish, in any order. Only the driver
+(:func:`ntkbayes.harness.runner.run_suite`) touches the store: it saves the predictions, then appends the record.
+
+``"local"`` (:func:`local_executor`) runs cells one after another in this process. Several local runners share
+one store through its claims (``ntkbayes run --workers N`` starts them; :mod:`ntkbayes.harness.workers`).
+
+``"ray"`` (:func:`ray_executor`; Ray is imported only when it runs):
 ``ntkbayes run SUITE --executor ray [--address ADDR]`` sends each cell to a Ray cluster (Moritz et al., "Ray: a
 distributed framework for emerging AI applications", OSDI 2018) as one task that calls
-:func:`ntkbayes.harness.runner.run_cell` and returns ``(record, arrays)``: a JSON-safe dict and the prediction
+:func:`ntkbayes.harness.cell.run_cell` and returns ``(record, arrays)``: a JSON-safe dict and the prediction
 arrays (numpy), carried by Ray's own object transport. Only the driver (``run_suite``) touches the results store,
 so claims, resume and the atomic append work exactly as with the local executor, and the same suite gives the
 same records on either executor (timings, hostname and peak memory aside).
@@ -24,17 +34,47 @@ cluster the data root must be on a shared filesystem or present at the same path
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ntkbayes.errors import UserError
+from ntkbayes.harness.cell import failed_record, run_cell
 from ntkbayes.harness.config import Cell
 
+Executor = Callable[[Iterable[Cell], str], Iterator[tuple[Cell, dict, dict[str, np.ndarray]]]]
+
+#: Executors by name (``ntkbayes run --executor``).
+EXECUTORS = ("local", "ray")
+
+
+def local_executor(cells: Iterable[Cell], device: str) -> Iterator[tuple[Cell, dict, dict[str, np.ndarray]]]:
+    """Run cells one after another in this process, yielding each as it finishes."""
+    for cell in cells:
+        record, arrays = run_cell(cell, device)
+        yield cell, record, arrays
+
+
+def get_executor(executor: str | Executor = "local", *, address: str | None = None) -> Executor:
+    """``"local"``, ``"ray"`` (``address`` passed on; UserError when Ray is not installed) or an executor callable."""
+    if callable(executor):
+        return executor
+    if executor == "local":
+        return local_executor
+    if executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("executor 'ray' is not available (ray is not installed)")
+        return functools.partial(ray_executor, address=address)
+    raise UserError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+
+
+# -- Ray -------------------------------------------------------------------------------------------------------
 #: Tasks kept submitted per slot (GPU, else CPU). 1 keeps claims tight (a cell is claimed only when a slot is
 #: about to take it) while Ray's scheduling latency (~ms) is negligible next to a cell (seconds or more).
 IN_FLIGHT_PER_SLOT = 1
@@ -50,8 +90,6 @@ CONNECT_TIMEOUT_S = 5.0
 
 def _run_remote(cell_dict: dict[str, Any], device: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Task body: rebuild the cell from its JSON form and run it (imports happen in the worker)."""
-    from ntkbayes.harness.runner import run_cell
-
     return run_cell(Cell.from_dict(cell_dict), device)
 
 
@@ -101,14 +139,12 @@ def cluster_slots(device: str) -> tuple[int, float]:
     return max(1, cpus), 0.0
 
 
-def run_cells(cells: Iterable[Cell], device: str, *, address: str | None = None
+def ray_executor(cells: Iterable[Cell], device: str, *, address: str | None = None
               ) -> Iterator[tuple[Cell, dict[str, Any], dict[str, np.ndarray]]]:
-    """Executor (runner module docstring): run ``cells`` as Ray tasks, yield ``(cell, record, arrays)`` as they
+    """Executor (module docstring): run ``cells`` as Ray tasks, yield ``(cell, record, arrays)`` as they
     finish (any order). Starts a local cluster (or connects to ``address``, e.g. ``"auto"``) unless Ray is already
     initialized, and shuts down only what it started; unfinished tasks are cancelled when the caller stops."""
     import ray
-
-    from ntkbayes.harness.runner import failed_record
 
     started = _init_ray(address)
     pending: dict[Any, Cell] = {}
