@@ -19,7 +19,8 @@ OUT ?= results/default
 #: Datasets of the suite with shifted-test metrics (a table of their own; empty: none).
 SHIFT_DATASETS ?= digits mnist1d
 NTKBAYES := $(VENV)/bin/ntkbayes
-#: Test directories whose tolerances depend on floating-point kernels: run again with torch's AVX2 kernels.
+#: Test directories whose tolerances depend on floating-point kernels: run again with the AVX2 kernels of torch's
+#: ATen and of MKL/OpenBLAS (each picks its code path separately).
 NUMERICAL_TESTS := tests/ntk tests/metrics tests/methods tests/data
 
 $(STAMP): pyproject.toml constraints.txt
@@ -54,7 +55,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
-	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest $(NUMERICAL_TESTS)
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell $(PY) -m pytest $(NUMERICAL_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py --out results/perf

@@ -7,9 +7,9 @@ conventions, datasets), ``math.md`` (the formulas the code cites as ``math.md (a
 ``results.md`` and ``design.md``.
 """
 
-from ntkbayes import data, methods, metrics, models, ntk
+from ntkbayes import data, methods, metrics, models, ntk, results
 from ntkbayes.predictive import SCORES, Predictive
 
 __version__ = "0.1.0"
 
-__all__ = ["Predictive", "SCORES", "data", "methods", "metrics", "models", "ntk", "__version__"]
+__all__ = ["Predictive", "SCORES", "data", "methods", "metrics", "models", "ntk", "results", "__version__"]

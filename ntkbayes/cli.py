@@ -173,10 +173,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ntkbayes.report.leaderboard import leaderboard
+    from ntkbayes.report.export import leaderboard, write_csv
 
+    if args.format == "csv" and args.output:  # the long CSV plus its _summary and _cells companions
+        for path in write_csv(args.dir, args.output, metrics=args.metrics, datasets=args.datasets):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
     text = leaderboard(args.dir, args.format, metrics=args.metrics, datasets=args.datasets,
-                       standalone=not args.fragment)
+                       standalone=not args.fragment, layout=args.layout, textwidth=args.textwidth,
+                       table_env=args.table_env)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--datasets", nargs="+", help="only these datasets")
     lb.add_argument("--output", help="write to this file instead of stdout")
     lb.add_argument("--fragment", action="store_true", help="html: only the tables, not a page")
+    lb.add_argument("--layout", choices=["groups", "datasets"], default="groups",
+                    help="tables per dataset, metrics in groups (groups) or one per metric, methods × datasets")
+    lb.add_argument("--table-env", choices=["table", "table*"], default="table", help="LaTeX float environment")
+    lb.add_argument("--textwidth", type=float,
+                    help="width the tables must fit: LaTeX in pt (default 345), HTML in px (default 1400)")
     lb.set_defaults(func=cmd_leaderboard)
 
     c = sub.add_parser("compare", help="compare methods' predictive distributions on the same points")

@@ -12,7 +12,7 @@ Tables:
 - :func:`load`: tidy, one row per cell × metric (a failed cell: one row with metric and value missing), the
   cell columns repeated so the frame filters and pivots on its own.
 - :func:`summary`: one row per dataset × method × metric: mean, std (ddof = 1), n (seeds), and the 95 % Student-t
-  interval over seeds ``ci_low``, ``ci_high`` (``ntkbayes.report.stats``).
+  interval over seeds ``ci_low``, ``ci_high`` (``ntkbayes.stats``).
 
 Records written before the metrics left out scores a predictive cannot produce hold constant member scores for
 single-member predictives (mutual information ≡ 0 → AUROC 0.5, FPR95 1 on every OOD set). :func:`records` drops
@@ -140,7 +140,7 @@ def summary(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Data
         tidy: :func:`load`'s frame (only its ok rows with a finite value count).
         metrics: only these keys (default: all).
     """
-    from ntkbayes.report.stats import t_interval
+    from ntkbayes.stats import t_interval
 
     ok = tidy[(tidy["status"] == "ok") & tidy["metric"].notna()]
     if metrics is not None:

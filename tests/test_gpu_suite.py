@@ -19,7 +19,7 @@ from ntkbayes.data.shift import SEVERITIES
 from ntkbayes.harness.config import load_suite
 from ntkbayes.harness.runner import dry_run_suite
 from ntkbayes.harness.store import ResultsStore
-from ntkbayes.report.leaderboard import leaderboard
+from ntkbayes.report.export import leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_TOML = REPO / "benchmarks" / "suites" / "gpu.toml"

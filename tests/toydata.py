@@ -14,4 +14,4 @@ def tiny_splits(n: int = 120, classes: int = 3, dim: int = 4, seed: int = 0, nam
     y = np.arange(n) % classes
     x = centers[y] + rng.normal(size=(n, dim))
     far = rng.uniform(15, 20, size=(20, dim))
-    return make_splits(name, x, y, seed=seed, extra_ood={"far": far})
+    return make_splits(name, x, y, seed=seed, extra_ood={"far": far}, ood_groups={"far": "far"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 import typing
 from collections.abc import Callable
 from enum import Enum
@@ -251,7 +252,7 @@ def _plain(value: Any) -> Any:
 
 def _union(hint: Any) -> tuple:
     """The alternatives of a type hint (``X | Y``, ``Optional[X]``) or (hint,)."""
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return typing.get_args(hint)
     return (hint,)
 

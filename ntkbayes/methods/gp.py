@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ntkbayes.data.splits import stratified_subset
 from ntkbayes.methods.base import GaussianLink, Method
 from ntkbayes.models import Activation
 from ntkbayes.ntk import posterior, solve
@@ -85,20 +86,6 @@ def median_lengthscale(x: Tensor, generator: torch.Generator | None = None) -> f
     d = _sqdist(x, x)[i, j].sqrt()
     med = float(d.median()) if d.numel() else 1.0
     return med if med > 0 else 1.0
-
-
-def stratified_subset(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Sorted indices of ``size`` rows keeping class proportions (at least one per class). y (N,) → (size,)."""
-    classes = torch.unique(y)
-    out = []
-    for c in classes:
-        idx = (y == c).nonzero().squeeze(1).cpu()
-        k = max(1, round(size * idx.numel() / y.numel()))
-        out.append(idx[torch.randperm(idx.numel(), generator=generator)[:k]])
-    out = torch.cat(out)
-    if out.numel() > size:  # rounding overshoot: drop a few at random
-        out = out[torch.randperm(out.numel(), generator=generator)[:size]]
-    return out.sort().values
 
 
 def _scale_check(allowed: tuple[str, ...]):
@@ -192,11 +179,12 @@ class GPClassifier(Method):
     def _fit(self, data, seed: int, device: torch.device) -> None:
         self._check()
         self.seed_ = seed
-        gen = torch.Generator().manual_seed(derive_seed(seed, "gp_subset"))
+        gen = torch.Generator().manual_seed(derive_seed(seed, "gp_lengthscale"))
         x, y = data.train.x.flatten(1).to(device, torch.float64), data.train.y.to(device)
         n_all, C = x.shape[0], self.num_classes_
         if n_all > int(self.max_train):
-            keep = stratified_subset(y.cpu(), int(self.max_train), gen).to(device)
+            keep = torch.as_tensor(stratified_subset(y.cpu(), int(self.max_train), derive_seed(seed, "gp_subset")),
+                                   device=device)
             x, y = x[keep], y[keep]
         N = x.shape[0]
         self.x_train_ = x

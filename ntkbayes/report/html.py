@@ -48,7 +48,7 @@ from ntkbayes.report.comparison import (
     read_matrices,
     safe_name,
 )
-from ntkbayes.report.leaderboard import leaderboard
+from ntkbayes.report.export import leaderboard
 from ntkbayes.report.tables import format_number
 
 #: Matrices shown inline on the page (all others are linked): the headline divergence, decision agreement and the

@@ -370,7 +370,7 @@ def _html_table(t: Table) -> str:
 def to_csv(tidy: pd.DataFrame, agg: pd.DataFrame) -> str:
     """Long CSV: dataset, method, family, seed, metric, value (``repr``), best ("*" or ""), rank, status, error,
     run_id; only the metrics in ``agg`` (failed runs always appear, with empty metric and value). Parameters are in
-    the cells CSV (``leaderboard.write_csv``), once per cell."""
+    the cells CSV (``export.write_csv``), once per cell."""
     marks = {(r.dataset, r.method, r.metric): (r.best, r.rank) for r in agg.itertuples()}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

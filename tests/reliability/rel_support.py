@@ -89,7 +89,8 @@ def _load_blobs(root, seed, download, *, n: int = 60, classes: int = 3, dim: int
     centers = rng.normal(scale=3.0, size=(classes, dim))
     y = np.arange(n) % classes
     x = centers[y] + rng.normal(size=(n, dim))
-    return make_splits(DATASET, x, y, seed=seed, extra_ood={"far": rng.uniform(15, 20, size=(10, dim))})
+    return make_splits(DATASET, x, y, seed=seed, extra_ood={"far": rng.uniform(15, 20, size=(10, dim))},
+                       ood_groups={"far": "far"})
 
 
 def register() -> None:

@@ -181,21 +181,14 @@ def test_a_malicious_results_directory_runs_nothing(tmp_path):
         with pytest.raises(ValueError):
             store.load_predictions(run_id)
     assert [r["run_id"] for r in store.records()] == ["evil1", "evil2"]
-    from ntkbayes.report.leaderboard import leaderboard
+    from ntkbayes.report.export import leaderboard
 
     assert "map" in leaderboard(tmp_path / "results", "md")
-    try:  # the comparison report reads the predictions files; it may refuse them, but must not unpickle
-        from ntkbayes.report import comparison
-    except ImportError:
-        comparison = None
-    if comparison is not None and hasattr(comparison, "main_compare"):
-        import argparse
+    from ntkbayes.report.comparison import compare_store
 
-        args = argparse.Namespace(dir=str(tmp_path / "results"), dataset=None, methods=None,
-                                  output=str(tmp_path / "cmp"), command="compare")
-        try:
-            comparison.main_compare(args)
-        except (ValueError, FileNotFoundError):
-            pass
+    try:  # the comparison reads the predictions files; it may refuse them, but must not unpickle
+        compare_store(tmp_path / "results", out_dir=tmp_path / "cmp")
+    except (ValueError, FileNotFoundError):
+        pass
     assert not marker.exists(), "loading the results directory ran code"
     assert json.loads(store.records_path.read_text().splitlines()[0])["params"] == {"__reduce__": "os.system"}

@@ -11,7 +11,8 @@ import pytest
 
 from ntkbayes.harness.store import SCHEMA_VERSION, ResultsStore
 from ntkbayes.report import render
-from ntkbayes.report.leaderboard import aggregate, leaderboard, load_tidy
+from ntkbayes.report.export import leaderboard
+from ntkbayes.report.leaderboard import aggregate, load_tidy
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "results" / "default"

@@ -13,14 +13,13 @@ from scipy import stats as st
 
 from ntkbayes.errors import UserError
 from ntkbayes.harness.store import SCHEMA_VERSION, ResultsStore
+from ntkbayes.report.export import leaderboard, write_csv
 from ntkbayes.report.leaderboard import (
     aggregate,
     default_metrics,
     higher_is_better,
-    leaderboard,
     load_tidy,
     mean_ranks,
-    write_csv,
 )
 
 ECE_A = [0.1234567890123456789, 0.2, 0.3]

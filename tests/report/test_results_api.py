@@ -10,7 +10,8 @@ import pytest
 from fake_store import METHODS, write_fake_store
 
 from ntkbayes import results
-from ntkbayes.report.leaderboard import aggregate, load_tidy, write_csv
+from ntkbayes.report.export import write_csv
+from ntkbayes.report.leaderboard import aggregate, load_tidy
 
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "default"
 SINGLE_MEMBER = ("map", "temperature", "logistic")

@@ -1,4 +1,4 @@
-"""Intervals and tests over seeds (ntkbayes/report/stats.py): coverage of the t-interval on synthetic data, the
+"""Intervals and tests over seeds (ntkbayes/stats.py): coverage of the t-interval on synthetic data, the
 paired test behind bold entries, rank intervals."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from ntkbayes.report.stats import compare_methods, significantly_worse, t_interval
+from ntkbayes.stats import compare_methods, significantly_worse, t_interval
 
 
 @pytest.mark.parametrize("n", [3, 5])
