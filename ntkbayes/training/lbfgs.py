@@ -185,7 +185,7 @@ def _report(s: int, iters: Tensor, evals: Tensor, calls: int, best_val: list, f:
         "grad_max": g.double().abs().amax(1).cpu().tolist(),
         "tol_grad": float(tol_grad),
         "tol_change": float(tol_change),
-        "converged": [r in ("grad", "loss_change") for r in reason],
+        "converged": [r == "grad" for r in reason],      # the gradient criterion only (docstring of fit_lbfgs)
         "stop_reason": reason,
     }
 
@@ -199,9 +199,10 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
 
     Per member s (Nocedal & Wright Alg. 7.4/7.5): direction from its own two-loop recursion over the pairs of its
     last ``history_size`` iterations (:class:`_LBFGSHistory`), Armijo backtracking from step 1 (first step
-    min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad"), when the loss changes by at most
-    ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations ("loss_change"), when no step of the
-    line search decreases the loss ("line_search") or after ``max_iter`` iterations ("max_iter", not converged).
+    min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad": the only stop recorded as converged),
+    when the loss changes by at most ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations
+    ("loss_change": a stall, recorded as not converged with its ‖g‖_∞), when no step of the line search decreases
+    the loss ("line_search", not converged) or after ``max_iter`` iterations ("max_iter", not converged).
     Stopped members are frozen. Every decision of member s depends on its own quantities only, so its trajectory
     is the one it follows when trained alone (tested). Losses are accumulated in float64 whatever the parameter
     dtype, so float32 training resolves loss changes down to the float32 rounding of the logits rather than of
