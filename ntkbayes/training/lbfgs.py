@@ -34,6 +34,19 @@ MAX_BACKTRACKS = 30
 #: L-BFGS "loss_change" stop: the relative loss change must stay below ``tol_change`` for this many consecutive
 #: iterations (one short step alone, e.g. after a poor quasi-Newton direction, does not end training).
 STALL_ITERATIONS = 3
+#: An iteration only counts towards the stall when ‖g‖_∞ did not fall below this fraction of its previous value:
+#: near a smooth optimum the loss stops resolving changes (|ΔL| ~ ε|L|) while L-BFGS still cuts the gradient
+#: superlinearly, and that is progress towards the gradient criterion, not a stall.
+STALL_GRAD_RATIO = 0.5
+#: Approximate Wolfe conditions (Hager & Zhang 2005, SIAM J. Optim. 16(1), eq. 4.1 with δ = 0.1, σ = 0.9): a step
+#: whose loss is within ``WOLFE_SLACK_ULPS`` ulps (of the parameter dtype) of the current loss and whose directional
+#: derivative satisfies σ·gᵀd ≤ g_newᵀd ≤ (2δ − 1)·gᵀd is accepted even when Armijo cannot resolve the decrease. Armijo
+#: alone, which compares loss values, stalls at ‖g‖ ~ √(ε·|L|·‖H‖) (≈ 1e-9 in float64 on the tests' problems).
+WOLFE_DELTA, WOLFE_SIGMA, WOLFE_SLACK_ULPS = 0.1, 0.9, 16.0
+#: A curvature pair is kept when yᵀs > CURVATURE_COS·‖y‖‖s‖ (positive curvature, scale-free). An absolute floor
+#: (torch.optim.LBFGS: yᵀs > 1e-10) drops every pair once ‖g‖ ≲ 1e-5 and leaves steepest descent, which then
+#: stalls near the optimum (a float64 test problem: ‖g‖_∞ stuck at 2e-9).
+CURVATURE_COS = 1e-8
 
 
 def _flat(params: Params) -> Tensor:
@@ -101,7 +114,8 @@ def _lbfgs_objective(fn: StackedFn, loss: LossFn | None, like: Params, x: Tensor
 
 class _LBFGSHistory:
     """The last ``size`` curvature pairs of S members in shared (S, P) slots, newest last (Nocedal & Wright
-    Alg. 7.4). A pair with yᵀs ≤ 1e-10 gets ρ = 0 (skipped), so every member's recursion reads the same slots."""
+    Alg. 7.4). A pair with yᵀs ≤ ``CURVATURE_COS``·‖y‖‖s‖ gets ρ = 0 (skipped), so every member's recursion reads
+    the same slots."""
 
     def __init__(self, s: int, size: int, dtype: torch.dtype, device: torch.device):
         self.size = int(size)
@@ -138,9 +152,10 @@ class _LBFGSHistory:
                            torch.ones_like(self.gamma))
 
     def push(self, step: Tensor, diff: Tensor, active: Tensor) -> None:
-        """Add the pair (s, y) of this iteration; kept (ρ > 0) for active members with yᵀs > 1e-10."""
+        """Add the pair (s, y) of this iteration; kept (ρ > 0) for active members with yᵀs > CURVATURE_COS·‖y‖‖s‖."""
         ys = torch.linalg.vecdot(diff, step)
-        upd = active & (ys > 1e-10)
+        norms = torch.linalg.vector_norm(diff, dim=1) * torch.linalg.vector_norm(step, dim=1)
+        upd = active & (ys > CURVATURE_COS * norms)
         self.steps.append(step)
         self.diffs.append(diff)
         self.rhos.append(torch.where(upd, 1.0 / torch.where(upd, ys, torch.ones_like(ys)), torch.zeros_like(ys)))
@@ -152,17 +167,21 @@ class _LBFGSHistory:
 
 def _armijo(value_grad: Callable[[Tensor], tuple[Tensor, Tensor]], xk: Tensor, f: Tensor, d: Tensor, gtd: Tensor,
             t: Tensor, active: Tensor, evals: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """Backtracking from step t (S,) until f(x + t d) ≤ f + c1·t·gᵀd (Nocedal & Wright eq. 3.4) for every active
-    member, halving the others, at most ``MAX_BACKTRACKS`` times. Counts trials per member into ``evals``.
+    """Backtracking from step t (S,) until f(x + t d) ≤ f + c1·t·gᵀd (Nocedal & Wright eq. 3.4) or the approximate
+    Wolfe conditions (``WOLFE_*``) hold for every active member, halving the others, at most ``MAX_BACKTRACKS``
+    times. Counts trials per member into ``evals``.
     Returns (t, f_new, g_new, ok, calls)."""
     t = t * active
     trying = active.clone()
     calls = 0
+    slack = WOLFE_SLACK_ULPS * torch.finfo(xk.dtype).eps * f.abs().clamp(min=1.0)
     for _ in range(MAX_BACKTRACKS):
         f_new, g_new = value_grad(xk + t[:, None] * d)
         evals += trying.long()
         calls += 1
-        ok = (f_new <= f + ARMIJO_C1 * t.double() * gtd.double()) | ~active
+        gtd_new = torch.linalg.vecdot(g_new, d)
+        approx_wolfe = (f_new <= f + slack) & (gtd_new <= (2 * WOLFE_DELTA - 1) * gtd) & (gtd_new >= WOLFE_SIGMA * gtd)
+        ok = (f_new <= f + ARMIJO_C1 * t.double() * gtd.double()) | approx_wolfe | ~active
         if ok.all():
             break
         trying = ~ok
@@ -253,7 +272,8 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
         _check_finite(f_new, f"L-BFGS iteration {int(iters.max()) + 1}", "raise weight_decay or rescale inputs")
         history.push(step, g_new - g, active)
         iters += active.long()
-        small = (f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)
+        small = ((f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)) \
+            & (g_new.abs().amax(1) >= STALL_GRAD_RATIO * g.abs().amax(1))
         stall = torch.where(small, stall + 1, torch.zeros_like(stall))
         xk = xk + step
         f, g = f_new, g_new
