@@ -31,12 +31,12 @@ DEFAULT_HISTORY_SIZE = 10
 ARMIJO_C1 = 1e-4
 #: Maximum halvings of the step in one line search before the member is declared stuck.
 MAX_BACKTRACKS = 30
-#: L-BFGS "loss_change" stop: the relative loss change must stay below ``tol_change`` for this many consecutive
-#: iterations (one short step alone, e.g. after a poor quasi-Newton direction, does not end training).
-STALL_ITERATIONS = 3
-#: An iteration only counts towards the stall when ‖g‖_∞ did not fall below this fraction of its previous value:
-#: near a smooth optimum the loss stops resolving changes (|ΔL| ~ ε|L|) while L-BFGS still cuts the gradient
-#: superlinearly, and that is progress towards the gradient criterion, not a stall.
+#: L-BFGS "loss_change" stop (a stall, not convergence): for this many consecutive iterations the relative loss
+#: change stays below ``tol_change`` AND the smallest ‖g‖_∞ so far does not halve (``STALL_GRAD_RATIO``). Near a
+#: smooth optimum the loss stops resolving changes (|ΔL| ~ g²/curvature falls below ε|L|) while L-BFGS still cuts
+#: the gradient fast: that is progress towards the gradient test, not a stall. A piecewise-smooth objective (ReLU
+#: network) whose ‖g‖_∞ hovers does stall, after 10 iterations instead of running to ``max_iter``.
+STALL_ITERATIONS = 10
 STALL_GRAD_RATIO = 0.5
 #: Approximate Wolfe conditions (Hager & Zhang 2005, SIAM J. Optim. 16(1), eq. 4.1 with δ = 0.1, σ = 0.9): a step
 #: whose loss is within ``WOLFE_SLACK_ULPS`` ulps (of the parameter dtype) of the current loss and whose directional
@@ -220,8 +220,9 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
     last ``history_size`` iterations (:class:`_LBFGSHistory`), Armijo backtracking from step 1 (first step
     min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad": the only stop recorded as converged),
     when the loss changes by at most ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations
-    ("loss_change": a stall, recorded as not converged with its ‖g‖_∞), when no step of the line search decreases
-    the loss ("line_search", not converged) or after ``max_iter`` iterations ("max_iter", not converged).
+    without the gradient halving ("loss_change": a stall, recorded as not converged with its ‖g‖_∞), when no
+    step of the line search decreases the loss ("line_search", not converged) or after ``max_iter`` iterations
+    ("max_iter", not converged).
     Stopped members are frozen. Every decision of member s depends on its own quantities only, so its trajectory
     is the one it follows when trained alone (tested). Losses are accumulated in float64 whatever the parameter
     dtype, so float32 training resolves loss changes down to the float32 rounding of the logits rather than of
@@ -250,6 +251,7 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
     evals = torch.ones(s, dtype=torch.long, device=dev)
     calls = 1                                                   # value_grad calls (each evaluates all S members)
     stall = torch.zeros(s, dtype=torch.long, device=dev)
+    g_best = g.abs().amax(1)                                    # ‖g‖_∞ at the last halving (stall test)
     reason = ["max_iter"] * s
     hist = {"train_loss": [f.cpu().tolist()], "val_nll": []}
 
@@ -272,8 +274,10 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
         _check_finite(f_new, f"L-BFGS iteration {int(iters.max()) + 1}", "raise weight_decay or rescale inputs")
         history.push(step, g_new - g, active)
         iters += active.long()
-        small = ((f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)) \
-            & (g_new.abs().amax(1) >= STALL_GRAD_RATIO * g.abs().amax(1))
+        g_max = g_new.abs().amax(1)
+        halved = g_max < STALL_GRAD_RATIO * g_best
+        g_best = torch.where(halved, g_max, g_best)
+        small = ((f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)) & ~halved
         stall = torch.where(small, stall + 1, torch.zeros_like(stall))
         xk = xk + step
         f, g = f_new, g_new
