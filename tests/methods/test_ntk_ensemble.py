@@ -222,3 +222,26 @@ def test_one_seed_one_initialization_across_modes_and_dtypes():
     # this λ-strongly convex objective ‖θ − θ*‖ ≤ ‖∇L‖₂/λ; float32 rounding of the logits (~1e-7 relative) is
     # negligible beside it. Measured 3.3e-4; before θ0 was drawn in one dtype the two differed by 0.37.
     assert gap < 2e-3, gap
+
+
+def test_default_bias_scale_gives_non_ray_boundaries_on_moons():
+    """σb = DEFAULT_B_STD (1.0): the NTK-parameterized family is not positively homogeneous, so moons is fitted
+    (acc ≥ 0.95; measured 0.98) and the predicted class changes along rays from the origin; σb = 0.05 gives
+    near-ray boundaries (measured acc 0.88 on this seed)."""
+    from ntkbayes import data as datasets
+    from ntkbayes.methods.ntk_ensemble import DEFAULT_B_STD
+
+    assert DEFAULT_B_STD == 1.0
+    moons = datasets.load("moons", seed=0)
+    kw = dict(mode="kernel", kernel="analytic", members=4, weight_decay=1e-3)
+    acc = {}
+    for b in (DEFAULT_B_STD, 0.05):
+        model = methods.create("ntk_ensemble", b_std=b, **kw).fit(moons, seed=0, device=CPU)
+        acc[b] = float((model.predict(moons.test.x).probs.argmax(-1) == moons.test.y).float().mean())
+        if b == DEFAULT_B_STD:
+            u = moons.test.x / moons.test.x.norm(dim=1, keepdim=True)          # directions of the test points
+            rays = torch.cat([r * u for r in (0.25, 1.0, 4.0)])
+            cls = model.predict(rays).probs.argmax(-1).view(3, -1)
+            changed = float((cls != cls[1]).any(0).float().mean())
+    assert acc[DEFAULT_B_STD] >= 0.95 and acc[0.05] < acc[DEFAULT_B_STD], acc
+    assert changed > 0.1, changed                                    # a homogeneous net would give exactly 0
