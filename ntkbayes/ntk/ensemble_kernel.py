@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,9 @@ import torch
 from torch import Tensor
 
 from ntkbayes.models import MLP
+from ntkbayes.ntk import solve
 from ntkbayes.ntk.analytic import activation_pair
+from ntkbayes.ntk.newton import IllConditionedWarning, warn_ill_conditioned
 from ntkbayes.seeding import derive_seed  # also re-exported for the harness until it imports ntkbayes.seeding
 
 Params = dict[str, Tensor]
@@ -294,26 +297,81 @@ def take_members(params: dict | None, sl: slice) -> dict | None:
 
 
 def training_summary(report: dict) -> dict:
-    """Per-member convergence of ``ntkbayes.training`` condensed for ``fit_info``."""
+    """Per-member convergence of ``ntkbayes.training`` condensed for ``fit_info``: extremes, ``all_converged``
+    and per-member lists ``converged``, ``stop_reason``, ``iterations`` and ``grad_max`` (‖∇L_s‖_∞ reached; None
+    for Adam, whose report has no ‖·‖_∞). L-BFGS counts a member converged only on its gradient criterion."""
     iters = report.get("iterations") or report.get("epochs_run")
-    reasons = report.get("stop_reason", [])
+    reasons = list(report.get("stop_reason", []))
+    grad_max = report.get("grad_max")
     return {"optimizer": report["optimizer"], "iterations_min": int(min(iters)), "iterations_max": int(max(iters)),
             "grad_norm_max": float(max(report["grad_norm"])),
-            "grad_max_max": float(max(report["grad_max"])) if "grad_max" in report else None,
+            "grad_max_max": float(max(grad_max)) if grad_max else None,
             "evaluations_max": int(max(report["evaluations"])) if "evaluations" in report else None,
-            "all_converged": bool(all(report["converged"])), "converged": list(report["converged"]),
+            "tol_grad": report.get("tol_grad"),
+            "all_converged": bool(all(report["converged"])), "converged": [bool(c) for c in report["converged"]],
+            "stop_reason": reasons, "iterations": [int(i) for i in iters],
+            "grad_max": [float(g) for g in grad_max] if grad_max else None,
             "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
             "final_train_loss_max": float(max(report["final_train_loss"]))}
 
 
 def newton_summary(results: list) -> dict:
-    """Per-member Newton convergence (None entries: the closed-form λ = 0 interpolant, exact by construction)."""
+    """Per-member Newton convergence (None entries: the closed-form λ = 0 interpolant, exact by construction),
+    with the same per-member lists as :func:`training_summary`."""
     done = [r for r in results if r is not None]
     if not done:
-        return {"optimizer": "interpolant", "all_converged": True, "iterations_min": 0, "iterations_max": 0}
+        n = len(results)
+        return {"optimizer": "interpolant", "all_converged": True, "iterations_min": 0, "iterations_max": 0,
+                "converged": [True] * n, "stop_reason": ["closed_form"] * n, "iterations": [0] * n}
     iters = torch.cat([r.iterations.cpu() for r in done])
     grad = torch.cat([r.grad_norm.cpu() for r in done])
     conv = torch.cat([r.converged.cpu() for r in done])
     return {"optimizer": "newton", "iterations_min": int(iters.min()), "iterations_max": int(iters.max()),
             "grad_norm_max": float(grad.max()), "all_converged": bool(conv.all()), "converged": conv.tolist(),
+            "stop_reason": ["converged" if c else "max_iter" for c in conv.tolist()], "iterations": iters.tolist(),
             "log_evidence_mean": float(torch.cat([r.log_evidence.cpu() for r in done]).mean())}
+
+
+def newton_condition_bound(theta: Tensor, kappa: float, classes: int = 1) -> tuple[float, str]:
+    """Upper bound 1 + tr(Θ)/(2κ) on the condition number of the Newton system I + W^½ΘW^½/κ of λ > 0
+    (math.md (c)): W = diag(p) − ppᵀ has eigenvalues ≤ ½ and λmax(Θ) ≤ tr(Θ). ``classes``: C for a scalar
+    kernel Θ ⊗ I_C (its trace is C·tr(Θ)). Free, and never large unless κ is tiny."""
+    n = theta.shape[0]
+    flat = theta.reshape(n * theta.shape[2], -1) if theta.ndim == 4 else theta
+    return 1.0 + classes * float(flat.diagonal().sum()) / (2.0 * kappa), "newton_trace_bound"
+
+
+def condition_info(lam: float, conds: list[tuple[float, str]], dtype: torch.dtype) -> dict:
+    """fit_info keys for the condition numbers of the kernel systems of one λ (max and per member), warning once
+    (``ntk.newton.IllConditionedWarning``) when the λ = 0 interpolant's cond(Θ) exceeds the threshold."""
+    worst = max(c for c, _ in conds)
+    if lam == 0.0:
+        warn_ill_conditioned(worst, dtype, "ntk_ensemble kernel mode, weight_decay=0: Θ",
+                             "set weight_decay (λ) > 0, e.g. 1e-5", stacklevel=4)
+    return {"kernel_condition": worst, "kernel_condition_method": conds[0][1],
+            "member_kernel_condition": [c for c, _ in conds]}
+
+
+def quiet_interpolant(theta: Tensor, f0: Tensor, Y: Tensor) -> tuple[Tensor, tuple[float, str]]:
+    """``ntk.solve.interpolant_smoothed`` coefficients γ and (cond(Θ), method), its per-call warning silenced
+    (the caller warns once for all members through :func:`condition_info`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        res = solve.interpolant_smoothed(theta, f0, Y)
+    return res.gamma, (res.condition, res.condition_method)
+
+
+#: Keys :func:`flat_fit_info` copies from a λ candidate's kernel-condition record.
+CONDITION_KEYS = ("kernel_condition", "kernel_condition_method", "member_kernel_condition")
+
+
+def flat_fit_info(candidate: dict) -> dict:
+    """Flat ``fit_info`` keys of the selected λ for the harness and leaderboard: ``converged`` (all members),
+    ``member_converged``, ``member_stop_reason``, ``member_iterations``, ``member_grad_max`` (None for Newton and
+    Adam) and, in kernel mode, ``kernel_condition`` (max over members), its method and per-member list."""
+    conv = candidate["convergence"]
+    out = {"converged": bool(conv["all_converged"]), "member_converged": conv.get("converged"),
+           "member_stop_reason": conv.get("stop_reason"), "member_iterations": conv.get("iterations"),
+           "member_grad_max": conv.get("grad_max")}
+    out.update({k: candidate[k] for k in CONDITION_KEYS if k in candidate})
+    return out

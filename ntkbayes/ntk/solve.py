@@ -40,9 +40,11 @@ from ntkbayes.ntk.newton import (  # noqa: F401  (DEFAULT_* and NewtonResult re-
     DEFAULT_TOL,
     DEFAULT_TOL_FLOAT32,
     MEMORY_OPTION,
+    IllConditionedWarning,
     NewtonResult,
     cat_results,
     chol,
+    condition_number,
     flat_cross,
     flat_kernel,
     kernel_dims,
@@ -51,6 +53,7 @@ from ntkbayes.ntk.newton import (  # noqa: F401  (DEFAULT_* and NewtonResult re-
     sqrt_w,
     star_mean,
     targets,
+    warn_ill_conditioned,
 )
 from ntkbayes.utils import check_memory
 
@@ -307,13 +310,16 @@ class InterpolantResult:
     """Min-‖θ−θ0‖ interpolant of label-smoothed targets (anchor θ0, λ → 0).
 
     Attributes: gamma (B, N, C) coefficients on Θ; shift (B, N) the per-sample s; f (B, N, C) = f0 + Θγ
-    (= log Y + s); f_star (B, M, C) = f0* + Θ*X γ, or None without test inputs.
+    (= log Y + s); f_star (B, M, C) = f0* + Θ*X γ, or None without test inputs; condition: cond(Θ) of the system
+    solved and condition_method how it was obtained (``newton.condition_number``).
     """
 
     gamma: Tensor
     shift: Tensor
     f: Tensor
     f_star: Tensor | None
+    condition: float = float("nan")
+    condition_method: str = ""
 
 
 def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Tensor | None = None,
@@ -327,6 +333,9 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
         Theta: (NC, NC) / (N, N, C, C) positive-definite NTK, or scalar (N, N) (multi-output Θ ⊗ I_C).
         f0: (B, N, C) or (N, C) prior means (anchor ``init``). Y: (N, C) label-smoothed targets (all > 0).
         Theta_star_X: (M, N, C, C) / (MC, NC) (or (M, N) with a scalar Theta); f0_star: (B, M, C) or (M, C).
+
+    Records cond(Θ) in the result and warns (``newton.IllConditionedWarning``, one line) when it exceeds
+    ``newton.condition_threshold`` (1e8 in float64): the interpolant is then unreliable; use λ > 0.
     """
     Theta = torch.as_tensor(Theta)
     Y = torch.as_tensor(Y)
@@ -341,6 +350,7 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
     r = torch.log(Y) - f0                                                              # Z0 − f0
     if Theta.shape == (N, N):
         L = chol(Theta, "Theta")
+        cond = condition_number(Theta, L)
         s = -r.mean(-1)
         rhs = (r + s.unsqueeze(-1)).permute(1, 0, 2).reshape(N, B * C)
         gamma = torch.cholesky_solve(rhs, L).view(N, B, C).transpose(0, 1)
@@ -348,6 +358,7 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
     else:
         Th = flat_kernel(Theta, N, C, "Theta")
         L = chol(Th, "Theta (NC × NC; needs P ≥ NC and full rank)")
+        cond = condition_number(Th, L)
         E = torch.kron(torch.eye(N, dtype=Th.dtype, device=Th.device),
                        torch.ones(C, 1, dtype=Th.dtype, device=Th.device))             # I_N ⊗ 1_C
         ThE = torch.cholesky_solve(E, L)                                               # Θ⁻¹E
@@ -367,4 +378,6 @@ def interpolant_smoothed(Theta: Tensor, f0: Tensor, Y: Tensor, Theta_star_X: Ten
             Kx = flat_cross(Kx, N, C, "Theta_star_X")
         M = Kx.shape[0] // C
         f_star = star_mean(f0_star, B, M, C, Theta) + (gamma.reshape(B, N * C) @ Kx.t()).view(B, M, C)
-    return InterpolantResult(gamma, s, f, f_star)
+    warn_ill_conditioned(cond[0], Theta.dtype, "interpolant_smoothed (λ = 0): Θ",
+                         "use weight_decay (λ) > 0 or a wider network")
+    return InterpolantResult(gamma, s, f, f_star, *cond)

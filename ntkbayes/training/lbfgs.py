@@ -31,9 +31,22 @@ DEFAULT_HISTORY_SIZE = 10
 ARMIJO_C1 = 1e-4
 #: Maximum halvings of the step in one line search before the member is declared stuck.
 MAX_BACKTRACKS = 30
-#: L-BFGS "loss_change" stop: the relative loss change must stay below ``tol_change`` for this many consecutive
-#: iterations (one short step alone, e.g. after a poor quasi-Newton direction, does not end training).
-STALL_ITERATIONS = 3
+#: L-BFGS "loss_change" stop (a stall, not convergence): for this many consecutive iterations the relative loss
+#: change stays below ``tol_change`` AND the smallest ‖g‖_∞ so far does not halve (``STALL_GRAD_RATIO``). Near a
+#: smooth optimum the loss stops resolving changes (|ΔL| ~ g²/curvature falls below ε|L|) while L-BFGS still cuts
+#: the gradient fast: that is progress towards the gradient test, not a stall. A piecewise-smooth objective (ReLU
+#: network) whose ‖g‖_∞ hovers does stall, after 10 iterations instead of running to ``max_iter``.
+STALL_ITERATIONS = 10
+STALL_GRAD_RATIO = 0.5
+#: Approximate Wolfe conditions (Hager & Zhang 2005, SIAM J. Optim. 16(1), eq. 4.1 with δ = 0.1, σ = 0.9): a step
+#: whose loss is within ``WOLFE_SLACK_ULPS`` ulps (of the parameter dtype) of the current loss and whose directional
+#: derivative satisfies σ·gᵀd ≤ g_newᵀd ≤ (2δ − 1)·gᵀd is accepted even when Armijo cannot resolve the decrease. Armijo
+#: alone, which compares loss values, stalls at ‖g‖ ~ √(ε·|L|·‖H‖) (≈ 1e-9 in float64 on the tests' problems).
+WOLFE_DELTA, WOLFE_SIGMA, WOLFE_SLACK_ULPS = 0.1, 0.9, 16.0
+#: A curvature pair is kept when yᵀs > CURVATURE_COS·‖y‖‖s‖ (positive curvature, scale-free). An absolute floor
+#: (torch.optim.LBFGS: yᵀs > 1e-10) drops every pair once ‖g‖ ≲ 1e-5 and leaves steepest descent, which then
+#: stalls near the optimum (a float64 test problem: ‖g‖_∞ stuck at 2e-9).
+CURVATURE_COS = 1e-8
 
 
 def _flat(params: Params) -> Tensor:
@@ -101,7 +114,8 @@ def _lbfgs_objective(fn: StackedFn, loss: LossFn | None, like: Params, x: Tensor
 
 class _LBFGSHistory:
     """The last ``size`` curvature pairs of S members in shared (S, P) slots, newest last (Nocedal & Wright
-    Alg. 7.4). A pair with yᵀs ≤ 1e-10 gets ρ = 0 (skipped), so every member's recursion reads the same slots."""
+    Alg. 7.4). A pair with yᵀs ≤ ``CURVATURE_COS``·‖y‖‖s‖ gets ρ = 0 (skipped), so every member's recursion reads
+    the same slots."""
 
     def __init__(self, s: int, size: int, dtype: torch.dtype, device: torch.device):
         self.size = int(size)
@@ -138,9 +152,10 @@ class _LBFGSHistory:
                            torch.ones_like(self.gamma))
 
     def push(self, step: Tensor, diff: Tensor, active: Tensor) -> None:
-        """Add the pair (s, y) of this iteration; kept (ρ > 0) for active members with yᵀs > 1e-10."""
+        """Add the pair (s, y) of this iteration; kept (ρ > 0) for active members with yᵀs > CURVATURE_COS·‖y‖‖s‖."""
         ys = torch.linalg.vecdot(diff, step)
-        upd = active & (ys > 1e-10)
+        norms = torch.linalg.vector_norm(diff, dim=1) * torch.linalg.vector_norm(step, dim=1)
+        upd = active & (ys > CURVATURE_COS * norms)
         self.steps.append(step)
         self.diffs.append(diff)
         self.rhos.append(torch.where(upd, 1.0 / torch.where(upd, ys, torch.ones_like(ys)), torch.zeros_like(ys)))
@@ -152,17 +167,21 @@ class _LBFGSHistory:
 
 def _armijo(value_grad: Callable[[Tensor], tuple[Tensor, Tensor]], xk: Tensor, f: Tensor, d: Tensor, gtd: Tensor,
             t: Tensor, active: Tensor, evals: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """Backtracking from step t (S,) until f(x + t d) ≤ f + c1·t·gᵀd (Nocedal & Wright eq. 3.4) for every active
-    member, halving the others, at most ``MAX_BACKTRACKS`` times. Counts trials per member into ``evals``.
+    """Backtracking from step t (S,) until f(x + t d) ≤ f + c1·t·gᵀd (Nocedal & Wright eq. 3.4) or the approximate
+    Wolfe conditions (``WOLFE_*``) hold for every active member, halving the others, at most ``MAX_BACKTRACKS``
+    times. Counts trials per member into ``evals``.
     Returns (t, f_new, g_new, ok, calls)."""
     t = t * active
     trying = active.clone()
     calls = 0
+    slack = WOLFE_SLACK_ULPS * torch.finfo(xk.dtype).eps * f.abs().clamp(min=1.0)
     for _ in range(MAX_BACKTRACKS):
         f_new, g_new = value_grad(xk + t[:, None] * d)
         evals += trying.long()
         calls += 1
-        ok = (f_new <= f + ARMIJO_C1 * t.double() * gtd.double()) | ~active
+        gtd_new = torch.linalg.vecdot(g_new, d)
+        approx_wolfe = (f_new <= f + slack) & (gtd_new <= (2 * WOLFE_DELTA - 1) * gtd) & (gtd_new >= WOLFE_SIGMA * gtd)
+        ok = (f_new <= f + ARMIJO_C1 * t.double() * gtd.double()) | approx_wolfe | ~active
         if ok.all():
             break
         trying = ~ok
@@ -185,7 +204,7 @@ def _report(s: int, iters: Tensor, evals: Tensor, calls: int, best_val: list, f:
         "grad_max": g.double().abs().amax(1).cpu().tolist(),
         "tol_grad": float(tol_grad),
         "tol_change": float(tol_change),
-        "converged": [r in ("grad", "loss_change") for r in reason],
+        "converged": [r == "grad" for r in reason],      # the gradient criterion only (docstring of fit_lbfgs)
         "stop_reason": reason,
     }
 
@@ -199,9 +218,11 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
 
     Per member s (Nocedal & Wright Alg. 7.4/7.5): direction from its own two-loop recursion over the pairs of its
     last ``history_size`` iterations (:class:`_LBFGSHistory`), Armijo backtracking from step 1 (first step
-    min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad"), when the loss changes by at most
-    ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations ("loss_change"), when no step of the
-    line search decreases the loss ("line_search") or after ``max_iter`` iterations ("max_iter", not converged).
+    min(1, 1/‖g‖₁)). Member s stops when ‖g‖_∞ ≤ ``tol_grad`` ("grad": the only stop recorded as converged),
+    when the loss changes by at most ``tol_change``·max(1, |L|) in ``STALL_ITERATIONS`` consecutive iterations
+    without the gradient halving ("loss_change": a stall, recorded as not converged with its ‖g‖_∞), when no
+    step of the line search decreases the loss ("line_search", not converged) or after ``max_iter`` iterations
+    ("max_iter", not converged).
     Stopped members are frozen. Every decision of member s depends on its own quantities only, so its trajectory
     is the one it follows when trained alone (tested). Losses are accumulated in float64 whatever the parameter
     dtype, so float32 training resolves loss changes down to the float32 rounding of the logits rather than of
@@ -230,6 +251,7 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
     evals = torch.ones(s, dtype=torch.long, device=dev)
     calls = 1                                                   # value_grad calls (each evaluates all S members)
     stall = torch.zeros(s, dtype=torch.long, device=dev)
+    g_best = g.abs().amax(1)                                    # ‖g‖_∞ at the last halving (stall test)
     reason = ["max_iter"] * s
     hist = {"train_loss": [f.cpu().tolist()], "val_nll": []}
 
@@ -252,7 +274,10 @@ def fit_lbfgs(fn: StackedFn, params: Params, train: tuple[Tensor, Tensor], val: 
         _check_finite(f_new, f"L-BFGS iteration {int(iters.max()) + 1}", "raise weight_decay or rescale inputs")
         history.push(step, g_new - g, active)
         iters += active.long()
-        small = (f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)
+        g_max = g_new.abs().amax(1)
+        halved = g_max < STALL_GRAD_RATIO * g_best
+        g_best = torch.where(halved, g_max, g_best)
+        small = ((f - f_new).abs() <= tol_change * torch.clamp(f.abs(), min=1.0)) & ~halved
         stall = torch.where(small, stall + 1, torch.zeros_like(stall))
         xk = xk + step
         f, g = f_new, g_new

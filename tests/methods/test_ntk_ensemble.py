@@ -88,9 +88,11 @@ def test_label_smoothing_with_zero_reg_converges_to_the_interpolant(data):
     """λ = 0, ε = 0.2: the linearized members converge and interpolate the smoothed targets; the kernel mode gives
     the closed-form interpolant (math.md (c)) and the two agree."""
     small = tiny_splits(n=20, classes=3, dim=4, seed=2)
-    lin = _fit(small, mode="linearized", weight_decay=0.0, label_smoothing=0.2, width=32, tol=1e-9)
+    # λ = 0: no strong convexity, ‖∇‖_∞ levels off near 1.5e-8 in float64 (then a "loss_change" stall); 1e-7 is
+    # the gradient test, checked through the solver's own flag, and bounds the logit error well below the 1e-3 below
+    lin = _fit(small, mode="linearized", weight_decay=0.0, label_smoothing=0.2, width=32, tol=1e-7)
     conv = lin.fit_info()["convergence"]
-    assert conv["all_converged"], conv
+    assert conv["all_converged"] and conv["grad_max_max"] <= 1e-7, conv
     Y = training.soft_targets(small.train.y, 3, 0.2, torch.float64)
     torch.testing.assert_close(torch.softmax(_logits(lin, small.train.x), -1), Y.expand(2, -1, -1), rtol=0,
                                atol=1e-4)
@@ -150,9 +152,21 @@ def test_fit_info_records_convergence_and_weight_decay_grid_choice(data):
     assert info["weight_decay"] == min((float(k) for k in grid), key=lambda r: grid[repr(r)])
     assert math.isclose(info["kappa"], info["weight_decay"] * len(data.train))
     conv = info["convergence"]
-    assert conv["optimizer"] == "lbfgs" and conv["all_converged"] and conv["grad_max_max"] <= 1e-8 or \
-        conv["stop_reasons"].get("loss_change")
-    assert info["tol"] == 1e-8
+    assert info["tol"] == 1e-8                      # the float64 gradient tolerance, ‖∇L_s‖_∞
+    assert conv["optimizer"] == "lbfgs" and conv["all_converged"] and conv["grad_max_max"] <= info["tol"]
+    # flat keys for the harness: converged only on the gradient test, per member
+    assert info["converged"] is True and info["member_converged"] == [True] * 2
+    assert info["member_stop_reason"] == ["grad"] * 2 and max(info["member_grad_max"]) <= info["tol"]
+    assert len(info["member_iterations"]) == 2
+
+
+def test_a_stalled_network_is_recorded_as_not_converged(data):
+    """ReLU network, loose loss test: stops on "loss_change" and says converged = False with its ‖∇‖_∞."""
+    model = _fit(data, mode="network", activation="relu", weight_decay=1e-3, tol=1e-14)
+    info = model.fit_info()
+    assert info["converged"] is False and not any(info["member_converged"])
+    assert set(info["member_stop_reason"]) <= {"loss_change", "line_search", "max_iter"}
+    assert min(info["member_grad_max"]) > info["tol"]
 
 
 @pytest.mark.parametrize("bad", [dict(mode="lazy"), dict(kernel="rbf", mode="kernel"), dict(anchor="mean"),
@@ -208,3 +222,26 @@ def test_one_seed_one_initialization_across_modes_and_dtypes():
     # this λ-strongly convex objective ‖θ − θ*‖ ≤ ‖∇L‖₂/λ; float32 rounding of the logits (~1e-7 relative) is
     # negligible beside it. Measured 3.3e-4; before θ0 was drawn in one dtype the two differed by 0.37.
     assert gap < 2e-3, gap
+
+
+def test_default_bias_scale_gives_non_ray_boundaries_on_moons():
+    """σb = DEFAULT_B_STD (1.0): the NTK-parameterized family is not positively homogeneous, so moons is fitted
+    (acc ≥ 0.95; measured 0.98) and the predicted class changes along rays from the origin; σb = 0.05 gives
+    near-ray boundaries (measured acc 0.88 on this seed)."""
+    from ntkbayes import data as datasets
+    from ntkbayes.methods.ntk_ensemble import DEFAULT_B_STD
+
+    assert DEFAULT_B_STD == 1.0
+    moons = datasets.load("moons", seed=0)
+    kw = dict(mode="kernel", kernel="analytic", members=4, weight_decay=1e-3)
+    acc = {}
+    for b in (DEFAULT_B_STD, 0.05):
+        model = methods.create("ntk_ensemble", b_std=b, **kw).fit(moons, seed=0, device=CPU)
+        acc[b] = float((model.predict(moons.test.x).probs.argmax(-1) == moons.test.y).float().mean())
+        if b == DEFAULT_B_STD:
+            u = moons.test.x / moons.test.x.norm(dim=1, keepdim=True)          # directions of the test points
+            rays = torch.cat([r * u for r in (0.25, 1.0, 4.0)])
+            cls = model.predict(rays).probs.argmax(-1).view(3, -1)
+            changed = float((cls != cls[1]).any(0).float().mean())
+    assert acc[DEFAULT_B_STD] >= 0.95 and acc[0.05] < acc[DEFAULT_B_STD], acc
+    assert changed > 0.1, changed                                    # a homogeneous net would give exactly 0
