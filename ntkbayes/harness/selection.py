@@ -46,8 +46,8 @@ CHOICE_KEYS = ("grid_edge", "params", "trials", "value")
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
-HEADER = ("# Written by `ntkbayes tune` (docs/tuning.md): per dataset label, method row and seed, the parameters chosen\n"
-          "# on that seed's validation split. Review it like the suite; `ntkbayes run` applies it.\n")
+HEADER = ("# Written by `ntkbayes tune` (docs/tuning.md): per dataset label, method row and seed, the parameters\n"
+          "# chosen on that seed's validation split. Review it like the suite; `ntkbayes run` applies it.\n")
 
 
 def selection_path(suite_path: str | os.PathLike) -> Path:
