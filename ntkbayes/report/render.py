@@ -229,7 +229,7 @@ def to_markdown(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: s
         data["mean rank"] = t.mean_rank
         index = [r + (f" {t.marker(i).translate(_SUPERSCRIPT)}" if t.marker(i) else "") for i, r in enumerate(t.rows)]
         lines += [f"## {t.title}", "", markdown_table(pd.DataFrame(data, index=index), "method")]
-        lines += ["", text] if (text := " ".join(x for x in (t.flags_legend(), t.params_legend()) if x)) else []
+        lines += [f"{x}\n" for x in (t.flags_legend(), t.params_legend()) if x]
     return "\n".join(lines)
 
 
