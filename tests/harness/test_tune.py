@@ -133,8 +133,12 @@ def test_run_applies_selection(tmp_path):
         assert {k: rec["params"][k] for k in choice["params"]} == choice["params"]
         assert rec["selection"]["params"] == choice["params"] and rec["selection"]["objective"] == "val/nll"
         assert rec["selection"]["grid_edge"] == choice["grid_edge"]
-    # the tiny lr / two steps underfit: the selection lies on the lr or steps edge and says so
+    # the selection lies on an edge of the lr or steps grid: the file says so, and so does the leaderboard
     assert any(c["grid_edge"] for c in sel["select"]["blobs"]["tun"].values())
+    from ntkbayes.report.export import leaderboard
+
+    md = leaderboard(tmp_path / "out", "md")
+    assert "| tun ᵉ |" in md and "Flags: e: a tuned value lies on the edge" in md and "Parameters: " in md
     plain = run_suite(suite, tmp_path / "plain", progress=False, selection=False)
     assert plain.selection is None
 
@@ -150,3 +154,18 @@ def test_suite_fixed_key_is_not_searched_and_stale_file_is_an_error(tmp_path):
 def test_objective_is_checked(tmp_path):
     with pytest.raises(UserError, match="--objective"):
         tune.tune_suite(_suite(tmp_path), tmp_path / "tuning", objective="test/nll", progress=False)
+
+
+def test_cli_tune_then_run(tmp_path, capsys):
+    from ntkbayes.cli import main
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'seeds = [3]\nthreads = 1\n[datasets.blobs]\ndataset = "{DATASET}"\n'
+                     f'[methods.tun]\nmethod = "{METHOD}"\n')
+    assert main(["tune", str(suite), "--out", str(tmp_path / "tuning"), "--no-progress", "--max-trials", "4"]) == 0
+    sel = load_selection(tmp_path / "s.selected.toml")
+    assert sel["max_trials"] == 4 and sel["select"]["blobs"]["tun"]["3"]["trials"] == 4
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "tuned parameters from" in capsys.readouterr().out
+    assert main(["tune", str(suite), "--objective", "test/acc", "--no-progress"]) == 2
+    assert "--objective: expected one of" in capsys.readouterr().err
