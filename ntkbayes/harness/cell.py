@@ -86,7 +86,7 @@ GRID_SIZE = 64
 #: Margin of the grid around the standardized training data, in standardized units.
 GRID_MARGIN = 3.0
 
-#: Traceback lines kept in a failed record (the end of the trace, where the error is raised).
+#: Traceback lines kept in a failed record (the end of the trace, where the error is raised; plus the header).
 TRACEBACK_LINES = 15
 
 #: Distributions whose versions go into every record.
@@ -327,7 +327,7 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         method.fit(data, seed=cell.seed, device=dev)
         _sync(dev)
         fit_seconds, fit_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        stage = "validate"
+        stage = "predict"  # validation predictions first (a bad Predictive fails here)
         val_scores = validation_metrics(method, data, cell.seed)
         if cell.validation_only:
             record.update(_ok_fields(method, val_scores, fit_seconds, fit_cpu_seconds, None, mem, None))
@@ -360,7 +360,9 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         record["shift_seconds"] = shift_seconds
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, the suite goes on
         tb = traceback.format_exc().rstrip().splitlines()
-        _mark_failed(record, f"{type(e).__name__}: {e}", stage, "\n".join(tb[-TRACEBACK_LINES:]))
+        if len(tb) > TRACEBACK_LINES:  # the header, then the end of the trace where the error is raised
+            tb = [tb[0], "  ...", *tb[-TRACEBACK_LINES:]]
+        _mark_failed(record, f"{type(e).__name__}: {e}", stage, "\n".join(tb))
         arrays = {}
     record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return json_safe(record), arrays

@@ -118,7 +118,7 @@ def test_failed_cells_are_recorded_and_the_suite_goes_on(tmp_path):
     assert recs["raises"]["status"] == "failed" and recs["raises"]["error"] == "RuntimeError: boom in fit"
     assert recs["raises"]["failed_stage"] == "fit" and "boom in fit" in recs["raises"]["traceback"]
     assert recs["nan"]["error"].startswith("ValueError: Predictive.member_probs: contains NaN")
-    assert recs["nan"]["failed_stage"] == "validate" and recs["nan"]["metrics"] == {}
+    assert recs["nan"]["failed_stage"] == "predict" and recs["nan"]["metrics"] == {}
     assert recs["fine"]["status"] == "ok"
     assert not (tmp_path / "predictions" / f"{recs['nan']['run_id']}.npz").exists()
     # failed cells are retried on a rerun (newest record wins), unless asked not to
