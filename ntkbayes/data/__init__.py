@@ -203,6 +203,17 @@ def check_standardization(dataset: str, value) -> Standardization:
         raise UserError(f"dataset {dataset!r}: option 'standardize' must be one of {choices}, got {value!r}") from None
 
 
+def split_options(dataset: str, opts: dict) -> dict:
+    """The checked split keywords every offline loader shares, for :func:`build_splits`: ``standardize``,
+    ``id_classes``, ``test_fraction`` and ``val_fraction`` taken from the loader's ``opts``."""
+    return dict(
+        standardize=check_standardization(dataset, opts["standardize"]),
+        id_classes=check_id_classes(dataset, opts["id_classes"]),
+        test_fraction=check_float(dataset, "test_fraction", opts["test_fraction"], 0.0, 0.9, open_low=True),
+        val_fraction=check_float(dataset, "val_fraction", opts["val_fraction"], 0.0, 0.9, open_low=True),
+    )
+
+
 def build_splits(
     name: str,
     x: np.ndarray,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import build_splits, check_float, check_id_classes, check_int, check_standardization, register
+from ntkbayes.data import build_splits, check_float, check_int, register, split_options
 from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Centre and half-width of the far-OOD square in raw coordinates: the moons lie in [-1.2, 2.2] x [-0.7, 1.2] and
@@ -78,10 +78,7 @@ def load_moons(
     noise = check_float("moons", "noise", noise, 0.0, 10.0)
     x, y = make_moons(n_samples=n, noise=noise, random_state=seed % 2**32)
     return build_splits(
-        "moons", x, y, seed=seed, standardize=check_standardization("moons", standardize), modality="tabular",
-        options=opts, id_classes=check_id_classes("moons", id_classes),
-        test_fraction=check_float("moons", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
-        val_fraction=check_float("moons", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
+        "moons", x, y, seed=seed, modality="tabular", options=opts, **split_options("moons", opts),
         extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )
 
@@ -115,9 +112,6 @@ def load_spirals(
         seed,
     )
     return build_splits(
-        "spirals", x, y, seed=seed, standardize=check_standardization("spirals", standardize), modality="tabular",
-        options=opts, id_classes=check_id_classes("spirals", id_classes),
-        test_fraction=check_float("spirals", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
-        val_fraction=check_float("spirals", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
+        "spirals", x, y, seed=seed, modality="tabular", options=opts, **split_options("spirals", opts),
         extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
     )

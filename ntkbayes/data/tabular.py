@@ -20,15 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntkbayes.data import (
-    build_splits,
-    check_bool,
-    check_float,
-    check_id_classes,
-    check_int,
-    check_standardization,
-    register,
-)
+from ntkbayes.data import build_splits, check_bool, check_int, register, split_options
 from ntkbayes.data.splits import DatasetSplits, StandIn
 
 # Largest pixel value of scikit-learn's digits (4×4 blocks of 32×32 bitmaps counted: 0..16); the noise images use it.
@@ -68,58 +60,37 @@ def load_digits_splits(
     bunch = load_digits()
     x = bunch.images.astype(np.float64)[:, None]  # (N, 1, 8, 8)
     return build_splits(
-        "digits", x, bunch.target.astype(np.int64), seed=seed,
-        standardize=check_standardization("digits", standardize), modality="image", options=opts,
-        flatten=check_bool("digits", "flatten", flatten), id_classes=check_id_classes("digits", id_classes),
-        test_fraction=check_float("digits", "test_fraction", test_fraction, 0.0, 0.9, open_low=True),
-        val_fraction=check_float("digits", "val_fraction", val_fraction, 0.0, 0.9, open_low=True),
+        "digits", x, bunch.target.astype(np.int64), seed=seed, modality="image", options=opts,
+        flatten=check_bool("digits", "flatten", flatten), **split_options("digits", opts),
         extra_ood={"noise": digits_noise(check_int("digits", "n_noise", n_noise, 1), seed)},
         ood_groups=DIGITS_OOD_GROUPS,
     )
 
 
-def _sklearn_tabular(name: str, loader_name: str, seed: int, opts: dict) -> DatasetSplits:
-    import sklearn.datasets
+def _register_sklearn_tabular(name: str, loader_name: str, stand_in: StandIn, doc: str):
+    """Register a scikit-learn bundled table (``sklearn.datasets.<loader_name>``) with the shared split options."""
 
-    bunch = getattr(sklearn.datasets, loader_name)()
-    return build_splits(
-        name, bunch.data.astype(np.float64), bunch.target.astype(np.int64), seed=seed,
-        standardize=check_standardization(name, opts["standardize"]), modality="tabular", options=opts,
-        id_classes=check_id_classes(name, opts["id_classes"]),
-        test_fraction=check_float(name, "test_fraction", opts["test_fraction"], 0.0, 0.9, open_low=True),
-        val_fraction=check_float(name, "val_fraction", opts["val_fraction"], 0.0, 0.9, open_low=True),
-    )
+    @register(name, family="tabular", stand_in=stand_in)
+    def load(root: Path, seed: int, download: bool, *, id_classes=None, test_fraction: float = 0.25,
+             val_fraction: float = 0.2, standardize: str = "feature") -> DatasetSplits:
+        import sklearn.datasets
 
+        opts = dict(id_classes=id_classes, test_fraction=test_fraction, val_fraction=val_fraction,
+                    standardize=standardize)
+        bunch = getattr(sklearn.datasets, loader_name)()
+        return build_splits(
+            name, bunch.data.astype(np.float64), bunch.target.astype(np.int64), seed=seed, modality="tabular",
+            options=opts, **split_options(name, opts),
+        )
 
-@register("breast_cancer", family="tabular", stand_in=StandIn((30,), 2))
-def load_breast_cancer_splits(
-    root: Path,
-    seed: int,
-    download: bool,
-    *,
-    id_classes=None,
-    test_fraction: float = 0.25,
-    val_fraction: float = 0.2,
-    standardize: str = "feature",
-) -> DatasetSplits:
-    """Wisconsin breast cancer (scikit-learn bundled): x (N, 30), 2 classes; no OOD set unless ``id_classes``."""
-    opts = dict(id_classes=id_classes, test_fraction=test_fraction, val_fraction=val_fraction,
-                standardize=standardize)
-    return _sklearn_tabular("breast_cancer", "load_breast_cancer", seed, opts)
+    load.__name__ = load.__qualname__ = f"load_{name}_splits"
+    load.__doc__ = doc
+    return load
 
 
-@register("wine", family="tabular", stand_in=StandIn((13,), 3))
-def load_wine_splits(
-    root: Path,
-    seed: int,
-    download: bool,
-    *,
-    id_classes=None,
-    test_fraction: float = 0.25,
-    val_fraction: float = 0.2,
-    standardize: str = "feature",
-) -> DatasetSplits:
-    """Wine recognition (scikit-learn bundled): x (N, 13), 3 classes; no OOD set unless ``id_classes``."""
-    opts = dict(id_classes=id_classes, test_fraction=test_fraction, val_fraction=val_fraction,
-                standardize=standardize)
-    return _sklearn_tabular("wine", "load_wine", seed, opts)
+load_breast_cancer_splits = _register_sklearn_tabular(
+    "breast_cancer", "load_breast_cancer", StandIn((30,), 2),
+    "Wisconsin breast cancer (scikit-learn bundled): x (N, 30), 2 classes; no OOD set unless ``id_classes``.")
+load_wine_splits = _register_sklearn_tabular(
+    "wine", "load_wine", StandIn((13,), 3),
+    "Wine recognition (scikit-learn bundled): x (N, 13), 3 classes; no OOD set unless ``id_classes``.")
