@@ -2,6 +2,9 @@
 #                  leaderboards, comparisons and report. The records are committed, the per-cell predictions are not
 #                  (several MB a cell): a fresh clone reruns the cells to recreate them; once they exist, `make run`
 #                  only renders. Ctrl-C stops every runner; the next `make run` resumes.
+# `make tune`     : select each method's hyperparameters on validation data (`ntkbayes tune`, docs/tuning.md):
+#                  trials into $(OUT)/tuning (resumable), the selection into <suite>.selected.toml beside the suite,
+#                  which `make run` then applies. Not part of `make run`; commit the selection file after review.
 # `make reproduce`: rerun every cell of the default suite from scratch into results/default, then render.
 # `make test`     : set up .venv, lint, check the layer rules, run the tests (the numerical ones twice: AVX-512 and
 #                  AVX2 kernels of torch)
@@ -12,7 +15,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run render reproduce test bench bench-quick lint clean-venv
+.PHONY: run render tune reproduce test bench bench-quick lint clean-venv
 
 SUITE ?= benchmarks/suites/default.toml
 OUT ?= results/default
@@ -34,6 +37,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(NTKBAYES) run $(SUITE) --out $(OUT) --workers 2
 	$(MAKE) --no-print-directory render
+
+# Two runners share the trials as in `make run`; the selection is written once both are done.
+tune: $(STAMP)
+	$(NTKBAYES) tune $(SUITE) --out $(OUT)/tuning --workers 2
 
 render: $(STAMP)
 	$(NTKBAYES) leaderboard $(OUT) --format md --output $(OUT)/leaderboard.md

@@ -1,10 +1,13 @@
-"""The ``ntkbayes`` command: ``run | list | leaderboard | compare | report | lazy`` (design.md layout).
+"""The ``ntkbayes`` command: ``run | tune | list | leaderboard | compare | report | lazy`` (design.md layout).
 
 ``ntkbayes run [SUITE]`` runs a suite file (default ``benchmarks/suites/default.toml``; a bare name such as
 ``smoke`` means ``benchmarks/suites/smoke.toml``) into ``results/<suite name>`` and resumes where it stopped;
 ``--workers N`` runs N runners on the store together (:mod:`ntkbayes.harness.workers`; Ctrl-C stops all of them),
 ``--executor ray [--address ADDR]`` runs the cells on a Ray cluster (:mod:`ntkbayes.harness.executors`),
-``--dry-run`` a tiny CPU version of the suite on stand-in data (:func:`ntkbayes.harness.runner.dry_run_suite`).
+``--dry-run`` a tiny CPU version of the suite on stand-in data (:func:`ntkbayes.harness.runner.dry_run_suite`);
+it applies the suite's selection file ``<suite>.selected.toml`` when one exists (``--selection FILE``,
+``--no-selection``). ``ntkbayes tune [SUITE]`` runs the tuning trials on validation data into
+``results/<suite name>/tuning`` and writes that selection file (:mod:`ntkbayes.harness.tune`, docs/tuning.md).
 ``ntkbayes list`` shows methods with their parameters and defaults, datasets with their options, and suites;
 ``ntkbayes leaderboard DIR`` renders a results directory; ``compare`` and ``report`` write the comparisons and the
 HTML page (``ntkbayes.report.comparison.compare_store``, ``ntkbayes.report.html.build_report``); ``lazy`` runs the
@@ -89,6 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
         raise UserError(f"run: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
     suite = load_suite(resolve_suite_path(args.suite), unknown_methods="fail" if args.dry_run else "error")
+    if args.selection is not None and args.no_selection:
+        raise UserError("run: --selection and --no-selection exclude each other")
+    if args.selection is not None and not Path(args.selection).is_file():
+        raise UserError(f"--selection: file not found: {args.selection}")
+    selection = False if args.no_selection else args.selection
     name = f"{suite.name}-dry-run" if args.dry_run else suite.name
     out = args.out if args.out is not None else str(Path("results") / name)
     workers, interrupted = [], True
@@ -99,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
                                 progress=not args.no_progress, download=args.download, data_root=args.root,
                                 address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads,
-                                dry_run=args.dry_run)
+                                dry_run=args.dry_run, selection=selection)
             interrupted = False
         finally:
             status = stop_workers(workers, interrupted=interrupted)
@@ -111,15 +119,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _worker_argv(args: argparse.Namespace, out: str) -> list[str]:
     """The ``ntkbayes run`` command line of one extra worker: the same run, one runner, no progress bar."""
-    argv = ["run", args.suite, "--out", out, "--workers", "1", "--no-progress", "--executor", args.executor]
-    for flag, value in (("--device", args.device), ("--root", args.root), ("--threads", args.threads)):
+    argv = [args.command, args.suite, "--out", out, "--workers", "1", "--no-progress", "--executor", args.executor]
+    for flag, value in (("--device", args.device), ("--root", args.root), ("--threads", args.threads),
+                        ("--selection", getattr(args, "selection", None)),
+                        ("--max-trials", getattr(args, "max_trials", None))):
         if value is not None:
             argv += [flag, str(value)]
     if args.seeds is not None:
         argv += ["--seeds", *map(str, args.seeds)]
-    argv += [flag for flag, on in (("--dry-run", args.dry_run), ("--download", args.download),
-                                   ("--no-retry-failed", args.no_retry_failed)) if on]
+    argv += [flag for flag, on in (("--dry-run", getattr(args, "dry_run", False)), ("--download", args.download),
+                                   ("--no-retry-failed", getattr(args, "no_retry_failed", False)),
+                                   ("--no-selection", getattr(args, "no_selection", False)),
+                                   ("--trials-only", args.command == "tune")) if on]
     return argv
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Runs the tuning trials (``--workers`` runners share them) and writes the selection file."""
+    from ntkbayes.harness.config import load_suite
+    from ntkbayes.harness.tune import TUNING_DIR, tune_suite
+    from ntkbayes.harness.workers import sigterm_as_interrupt, start_workers, stop_workers
+
+    if args.address is not None and args.executor != "ray":
+        raise UserError("tune: --address needs --executor ray")
+    if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
+        raise UserError(f"tune: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
+    suite = load_suite(resolve_suite_path(args.suite))
+    out = args.out if args.out is not None else str(Path("results") / suite.name / TUNING_DIR)
+    common = dict(objective=args.objective, max_trials=args.max_trials, seeds=args.seeds, download=args.download,
+                  data_root=args.root, threads=args.threads, selection_out=args.selection_out)
+    workers, interrupted = [], True
+    with sigterm_as_interrupt():
+        try:
+            if args.workers > 1:
+                workers = start_workers(_worker_argv(args, out), args.workers - 1)
+            summary = tune_suite(suite, out, device=args.device, executor=args.executor, address=args.address,
+                                 progress=not args.no_progress, write=not args.trials_only and not workers,
+                                 **common)
+            interrupted = False
+        finally:
+            status = stop_workers(workers, interrupted=interrupted)
+    if workers and not args.trials_only and status == 0:  # every runner is done: select from the store
+        run = summary.run
+        summary = tune_suite(suite, out, run_trials=False, **common)
+        summary.run = run
+    print(summary)
+    for label, error in summary.run.failures:
+        print(f"  failed: {label}: {error}", file=sys.stderr)
+    return status
 
 
 def _fmt_default(v) -> str:
@@ -255,7 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-retry-failed", action="store_true", help="leave cells whose last record failed")
     r.add_argument("--workers", type=int, default=1,
                    help="local runners sharing the cells (this process and N-1 children; Ctrl-C stops all)")
+    r.add_argument("--selection", help="tuned parameters to apply (default: <suite>.selected.toml when present)")
+    r.add_argument("--no-selection", action="store_true", help="ignore the suite's selection file")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tune", help="select hyperparameters on validation data (writes <suite>.selected.toml)")
+    t.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help=f"suite file or name (default {DEFAULT_SUITE})")
+    t.add_argument("--out", help="tuning store (default results/<suite name>/tuning)")
+    t.add_argument("--objective", default="val/nll", help="validation metric to optimize: val/nll (default), val/acc")
+    t.add_argument("--max-trials", type=int, default=8, help="trials per dataset × method row × seed (default 8)")
+    t.add_argument("--selection-out", help="selection file to write (default: beside the suite)")
+    t.add_argument("--trials-only", action="store_true", help="run the trials, write no selection")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
+    t.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
+    t.add_argument("--executor", choices=["local", "ray"], default="local", help="where trials run")
+    t.add_argument("--address", help="Ray cluster address for --executor ray")
+    t.add_argument("--download", action="store_true", help="let dataset loaders download missing files")
+    t.add_argument("--root", help="data root (default: the suite's data_root, else datasets/)")
+    t.add_argument("--threads", type=int, help="torch CPU threads per cell")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--workers", type=int, default=1, help="local runners sharing the trials")
+    t.set_defaults(func=cmd_tune)
 
     ls = sub.add_parser("list", help="methods and parameters, datasets and options, suites")
     ls.set_defaults(func=cmd_list)

@@ -13,6 +13,15 @@ Tables:
   cell columns repeated so the frame filters and pivots on its own.
 - :func:`summary`: one row per dataset × method × metric: mean, std (ddof = 1), n (seeds), and the 95 % Student-t
   interval over seeds ``ci_low``, ``ci_high`` (``ntkbayes.stats``).
+- :func:`flags`: one row per dataset × method: the sanity flags (:data:`FLAGS`, docs/tuning.md) and the parameters
+  the row ran with (``params``: what the suite and the selection file set, per seed where they differ).
+
+Cell columns after the parameters' identity: ``converged`` (False when the fit says ``converged = false``, for one
+member or all; None when it does not say), ``temperature`` (a fitted temperature, NaN when none), ``grid_edge``
+(the tuned keys whose selected value lies on the edge of their grid, comma-separated), ``tuned`` (the selected
+parameters, canonical JSON, "" when none) and ``explicit`` (the parameters the suite and the selection set,
+canonical JSON). A method row whose parameters differ only in tuned keys across seeds (each seed has its own
+selection) is one row.
 
 Records written before the metrics left out scores a predictive cannot produce hold constant member scores for
 single-member predictives (mutual information ≡ 0 → AUROC 0.5, FPR95 1 on every OOD set). :func:`records` drops
@@ -38,6 +47,23 @@ CELL_COLUMNS = ["run_id", "dataset", "method", "method_name", "family", "seed", 
 
 #: Prefix of the parameter columns.
 PARAM_PREFIX = "param."
+
+#: Per-cell columns after ``CELL_COLUMNS`` (module docstring).
+INFO_COLUMNS = ["converged", "temperature", "grid_edge", "tuned", "explicit"]
+
+#: Sanity flags of a leaderboard row: name → (marker, meaning). Shown, never hidden (docs/tuning.md).
+FLAGS = {
+    "underfit": ("u", "mean training accuracy more than 0.1 below the best method's on this dataset"),
+    "not_converged": ("c", "a fit reported converged = false"),
+    "grid_edge": ("e", "a tuned value lies on the edge of its search grid"),
+    "degenerate_temperature": ("t", "a fitted temperature outside [0.2, 5]"),
+}
+
+#: "Far below": the underfit flag's gap in training accuracy (absolute) to the dataset's best method.
+UNDERFIT_GAP = 0.1
+
+#: Temperatures outside this range are degenerate (a collapse to near-hard or near-uniform predictions).
+TEMPERATURE_RANGE = (0.2, 5.0)
 
 
 
@@ -90,7 +116,9 @@ def cells(source) -> pd.DataFrame:
         ds = str(rec.get("dataset_label") or rec["dataset"])
         ds_key = json.dumps([rec["dataset"], rec.get("dataset_options", {})], sort_keys=True, default=str)
         label = str(rec.get("method_label") or rec["method"])
-        row_key = json.dumps([rec["method"], rec.get("params", {})], sort_keys=True, default=str)
+        tuned = (rec.get("selection") or {}).get("params") or {}
+        untuned = {k: v for k, v in (rec.get("params") or {}).items() if k not in tuned}
+        row_key = json.dumps([rec["method"], untuned, sorted(tuned)], sort_keys=True, default=str)
         ds_keys.setdefault(ds, set()).add(ds_key)
         row_keys.setdefault((ds, label), set()).add(row_key)
         names.append((ds, ds_key, label, row_key))
@@ -101,11 +129,38 @@ def cells(source) -> pd.DataFrame:
                "method": label if len(row_keys[(ds, label)]) == 1 else f"{label} #{_short_hash(row_key)}",
                "method_name": rec["method"], "family": str(rec.get("family") or rec["method"]),
                "seed": int(rec["seed"]), "status": rec["status"], "error": rec.get("error")}
+        row.update(_info(rec))
         for k, v in (rec.get("params") or {}).items():
             row[PARAM_PREFIX + k] = _param_value(v)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=CELL_COLUMNS + sorted({k for r in rows for k in r} - set(CELL_COLUMNS)))
+    first = CELL_COLUMNS + INFO_COLUMNS
+    frame = pd.DataFrame(rows, columns=first + sorted({k for r in rows for k in r} - set(first)))
     return frame.astype({"seed": "int64"})
+
+
+def _converged(fit_info: Mapping) -> bool | None:
+    """False when ``fit_info`` says a fit did not converge (``converged``: a bool or one per member; or per member
+    in ``members``), True when it says every one did, None when it does not say."""
+    values = fit_info.get("converged")
+    if values is None and isinstance(fit_info.get("members"), list):
+        values = [m.get("converged") for m in fit_info["members"] if isinstance(m, Mapping)]
+    values = values if isinstance(values, list) else [values]
+    values = [v for v in values if isinstance(v, bool)]
+    return None if not values else all(values)
+
+
+def _info(rec: Mapping) -> dict[str, Any]:
+    """The ``INFO_COLUMNS`` of a record."""
+    fit_info = rec.get("fit_info") or {}
+    temp = fit_info.get("temperature")
+    sel = rec.get("selection") or {}
+    explicit = rec.get("explicit_params")
+    explicit = explicit if isinstance(explicit, Mapping) else (sel.get("params") or {})
+    return {"converged": _converged(fit_info),
+            "temperature": float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else math.nan,
+            "grid_edge": ",".join(sel.get("grid_edge") or []),
+            "tuned": _param_value(sel["params"]) if sel.get("params") else "",
+            "explicit": _param_value(dict(explicit))}
 
 
 def metric_frame(source) -> pd.DataFrame:
@@ -156,4 +211,45 @@ def summary(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Data
                                        "ci_high"])
 
 
-__all__ = ["CELL_COLUMNS", "PARAM_PREFIX", "cells", "load", "metric_frame", "records", "summary"]
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+def params_text(explicit_by_seed: list[dict], label: str = "") -> str:
+    """Compact "k=v, k=v0/v1/v2" of the parameters a row ran with (per seed, seed order, where they differ);
+    keys already named in the label's brackets are left out."""
+    keys = sorted({k for p in explicit_by_seed for k in p if f"{k}=" not in label})
+    parts = []
+    for k in keys:
+        vals = [_short(p[k]) if k in p else "default" for p in explicit_by_seed]
+        parts.append(f"{k}={vals[0] if len(set(vals)) == 1 else '/'.join(vals)}")
+    return ", ".join(parts)
+
+
+def flags(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × method: the sanity flags (:data:`FLAGS`; bool columns), ``markers`` (their markers joined)
+    and ``params`` (:func:`params_text` of the cells' explicit parameters). ``tidy``: :func:`load`'s frame."""
+    cells_ = tidy.drop_duplicates("run_id")
+    acc = tidy[(tidy["metric"] == "train/acc") & (tidy["status"] == "ok")]
+    train = acc.groupby(["dataset", "method"], sort=False)["value"].mean()
+    best = train.groupby(level=0).max()
+    rows = []
+    for (ds, method), g in cells_.groupby(["dataset", "method"], sort=False):
+        ok = g[g["status"] == "ok"].sort_values("seed")
+        temps = [t for t in ok.get("temperature", pd.Series(dtype=float)) if math.isfinite(float(t))]
+        lo, hi = TEMPERATURE_RANGE
+        f = {"underfit": bool((ds, method) in train.index and train[(ds, method)] < best[ds] - UNDERFIT_GAP),
+             "not_converged": any(c is False for c in ok.get("converged", [])),
+             "grid_edge": any(bool(e) for e in ok.get("grid_edge", [])),
+             "degenerate_temperature": any(not lo <= float(t) <= hi for t in temps)}
+        explicit = [json.loads(e) if isinstance(e, str) and e else {} for e in ok.get("explicit", [])]
+        rows.append({"dataset": ds, "method": method, **f,
+                     "markers": "".join(FLAGS[k][0] for k, on in f.items() if on),
+                     "params": params_text(explicit, method)})
+    return pd.DataFrame(rows, columns=["dataset", "method", *FLAGS, "markers", "params"])
+
+
+__all__ = ["CELL_COLUMNS", "FLAGS", "INFO_COLUMNS", "PARAM_PREFIX", "TEMPERATURE_RANGE", "UNDERFIT_GAP", "cells",
+           "flags", "load", "metric_frame", "params_text", "records", "summary"]

@@ -40,6 +40,13 @@ metrics (Ovadia et al. 2019); only the metrics are kept, not the shifted predict
 Stand-in data: a cell with ``stand_in`` set (the dry run) loads ``ntkbayes.data.load(..., stand_in=True)``: random
 data of the dataset's real shapes, classes and OOD set names, reading no file.
 
+Validation metrics: every cell also scores the fitted method on ``data.val`` (``val/nll``, ``val/acc``) and on at
+most ``TRAIN_ACC_POINTS`` training points (``train/acc``, a stratified subset drawn from the cell seed): the tuner's
+objective and the leaderboard's underfit flag. A tuning trial (``Cell.validation_only``, :mod:`ntkbayes.harness.tune`)
+stops there: its method is fitted on a view of the data whose test split is the validation split and which has no
+OOD sets (:func:`validation_view`), nothing else is predicted, and no predictions file is written, so a selection
+cannot depend on test or OOD data.
+
 Determinism: everything (python, numpy, torch) is seeded from the cell seed right before the method is created,
 and data splits are a function of the same seed, so a cell gives the same record on any executor (timings aside).
 """
@@ -79,7 +86,7 @@ GRID_SIZE = 64
 #: Margin of the grid around the standardized training data, in standardized units.
 GRID_MARGIN = 3.0
 
-#: Traceback lines kept in a failed record (the end of the trace, where the error is raised).
+#: Traceback lines kept in a failed record (the end of the trace, where the error is raised; plus the header).
 TRACEBACK_LINES = 15
 
 #: Distributions whose versions go into every record.
@@ -88,6 +95,10 @@ VERSIONED_PACKAGES = ("ntkbayes", "torch", "numpy", "scipy", "scikit-learn", "pa
 
 #: Metrics kept per shift kind and severity: the record key's last part → the ``metrics.evaluate`` key.
 SHIFT_METRICS = {"acc": "cls/acc", "nll": "cal/nll", "ece": "cal/ece"}
+
+#: Training points (at most) on which ``train/acc`` is measured: a stratified subset, so the cost stays small on
+#: image datasets.
+TRAIN_ACC_POINTS = 2048
 
 _DATA_CACHE: OrderedDict[tuple, Any] = OrderedDict()
 
@@ -259,6 +270,9 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "family": method_family(cell.method),
         "params": dict(cell.resolved_params),
         "seed": cell.seed,
+        "explicit_params": dict(cell.params),
+        "selection": None if cell.selection is None else dict(cell.selection),
+        **({"validation_only": True} if cell.validation_only else {}),
     }
 
 
@@ -302,6 +316,8 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         stage = "load"
         data = load_data(cell)
         record["data_info"] = data_info(data)
+        if cell.validation_only:
+            data = validation_view(data)
         stage = "create"
         seed_everything(cell.seed)
         method = methods.create(cell.method, **dict(cell.params))
@@ -311,6 +327,12 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
         method.fit(data, seed=cell.seed, device=dev)
         _sync(dev)
         fit_seconds, fit_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        stage = "predict"  # validation predictions first (a bad Predictive fails here)
+        val_scores = validation_metrics(method, data, cell.seed)
+        if cell.validation_only:
+            record.update(_ok_fields(method, val_scores, fit_seconds, fit_cpu_seconds, None, mem, None))
+            record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            return json_safe(record), {}
         stage = "predict"
         t0 = time.perf_counter()
         test_pred = method.predict(data.test.x)
@@ -333,21 +355,47 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
             t0 = time.perf_counter()
             scores.update(shift_metrics(method, data, cell.shift, cell.seed))
             shift_seconds = time.perf_counter() - t0
-        record.update(
-            status=STATUS_OK, error=None, failed_stage=None,
-            metrics={k: float(v) for k, v in scores.items()},
-            fit_info=json_safe(method.fit_info()),
-            fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds, predict_seconds=predict_seconds,
-            shift_seconds=shift_seconds,
-            peak_memory_bytes=int(peak), peak_memory_kind=mem.kind, peak_rss_bytes=host_peak,
-            predictions=f"predictions/{cell.run_id}.npz",
-        )
+        record.update(_ok_fields(method, {**scores, **val_scores}, fit_seconds, fit_cpu_seconds, predict_seconds,
+                                 mem, f"predictions/{cell.run_id}.npz", peak=(peak, host_peak)))
+        record["shift_seconds"] = shift_seconds
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, the suite goes on
         tb = traceback.format_exc().rstrip().splitlines()
-        _mark_failed(record, f"{type(e).__name__}: {e}", stage, "\n".join(tb[-TRACEBACK_LINES:]))
+        if len(tb) > TRACEBACK_LINES:  # the header, then the end of the trace where the error is raised
+            tb = [tb[0], "  ...", *tb[-TRACEBACK_LINES:]]
+        _mark_failed(record, f"{type(e).__name__}: {e}", stage, "\n".join(tb))
         arrays = {}
     record["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return json_safe(record), arrays
+
+
+def _ok_fields(method, scores, fit_seconds, fit_cpu_seconds, predict_seconds, mem, predictions,
+               peak=None) -> dict[str, Any]:
+    """The fields of an ``ok`` record (``peak``: (peak, host peak) measured earlier, else now)."""
+    peak_bytes, host_peak = peak if peak is not None else (mem.peak_bytes(), mem.host_peak_bytes())
+    return dict(status=STATUS_OK, error=None, failed_stage=None, metrics={k: float(v) for k, v in scores.items()},
+                fit_info=json_safe(method.fit_info()), fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds,
+                predict_seconds=predict_seconds, shift_seconds=None, peak_memory_bytes=int(peak_bytes),
+                peak_memory_kind=mem.kind, peak_rss_bytes=host_peak, predictions=predictions)
+
+
+def validation_view(data):
+    """``data`` as a tuning trial sees it: the test split replaced by the validation split, no OOD sets."""
+    import dataclasses
+
+    return dataclasses.replace(data, test=data.val, ood={}, ood_groups={})
+
+
+def validation_metrics(method, data, seed: int) -> dict[str, float]:
+    """``val/nll``, ``val/acc`` on ``data.val`` and ``train/acc`` on at most ``TRAIN_ACC_POINTS`` training points
+    (stratified, drawn from ``seed``) of a fitted ``method``."""
+    from ntkbayes.data.splits import stratified_subset
+    from ntkbayes.metrics.calibration import accuracy, nll
+
+    val = method.predict(data.val.x)
+    idx = torch.as_tensor(stratified_subset(data.train.y, TRAIN_ACC_POINTS, seed))
+    train = method.predict(data.train.x[idx])
+    return {"val/nll": nll(val, data.val.y), "val/acc": accuracy(val, data.val.y),
+            "train/acc": accuracy(train, data.train.y[idx])}
 
 
 def _mark_failed(record: dict[str, Any], error: str, stage: str, tb: str | None) -> None:

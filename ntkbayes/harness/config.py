@@ -74,6 +74,7 @@ from ntkbayes.harness.values import (
     check_any,
     check_param,
     check_value,
+    evaluation_of,
     format_value,
     normalize,
     run_id_of,
@@ -171,6 +172,10 @@ class Cell:
     tf32: bool = False
     stand_in: bool = False
     """Load random stand-in data of the dataset's shapes instead of files (the dry run); not hashed."""
+    validation_only: bool = False
+    """A tuning trial: fit, then score on the validation split only (no test, OOD, shift or predictions)."""
+    selection: Mapping[str, Any] | None = None
+    """Where tuned parameters came from (``ntkbayes.harness.tune``): recorded as the record's ``selection``."""
 
     @property
     def label(self) -> str:
@@ -197,6 +202,8 @@ class Cell:
             "shift": list(self.shift),
             "tf32": self.tf32,
             "stand_in": self.stand_in,
+            "validation_only": self.validation_only,
+            "selection": None if self.selection is None else dict(self.selection),
         }
 
     @classmethod
@@ -456,7 +463,7 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
     for ds in suite.datasets:
         ds_defaults = _dataset_options(ds.name) or {}
         resolved_options = normalize({**ds_defaults, **ds.options})
-        evaluation = {**({"shift": list(ds.shift)} if ds.shift else {}), **({"tf32": True} if suite.tf32 else {})}
+        evaluation = evaluation_of(ds.shift, suite.tf32)
         for seed in seeds:
             for ms in suite.methods:
                 if ms.datasets is not None and ds.label not in ms.datasets:

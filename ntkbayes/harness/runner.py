@@ -51,6 +51,10 @@ class RunSummary:
     claimed_elsewhere: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    selection: str | None = None
+    """The selection file whose tuned parameters the cells use (None: none)."""
+    unselected: int = 0
+    """Cells the selection file has no entry for (they run with the suite's parameters)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +73,10 @@ class RunSummary:
              f"({self.ok} ok, {self.failed} failed) in {self.seconds:.1f} s → {self.out_dir}")
         if self.claimed_elsewhere:
             s += f"; {self.claimed_elsewhere} left to another runner"
+        if self.selection:
+            s += f"; tuned parameters from {self.selection}"
+            if self.unselected:
+                s += f" ({self.unselected} cells not in it: suite parameters; rerun `ntkbayes tune`)"
         return s
 
 
@@ -190,7 +198,8 @@ def _drive(store: ResultsStore, pending: list[Cell], run: Executor, device: str,
 def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, device: str | None = None,
               seeds: Iterable[int] | None = None, executor: str | Executor = "local", progress: bool = True,
               download: bool = False, data_root: str | None = None, address: str | None = None,
-              retry_failed: bool = True, threads: int | None = None, dry_run: bool = False) -> RunSummary:
+              retry_failed: bool = True, threads: int | None = None, dry_run: bool = False,
+              selection: str | os.PathLike | bool | None = None) -> RunSummary:
     """Run every cell of ``suite`` not yet done in the store at ``out_dir``.
 
     Args:
@@ -203,8 +212,12 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
         retry_failed: run cells again whose newest record is "failed" (default), else leave them.
         threads: torch CPU threads in each cell (overrides the suite's ``threads``).
         dry_run: run :func:`dry_run_suite` of the suite instead, on stand-in data (the CPU; ``device`` and
-            ``seeds`` must be unset).
+            ``seeds`` must be unset); a dry run applies no selection.
+        selection: the tuned parameters (:mod:`ntkbayes.harness.selection`): None = the suite's
+            ``<stem>.selected.toml`` when it exists, a path = that file, False = none.
     """
+    from ntkbayes.harness.selection import apply_selection, find_selection, load_selection
+
     t_start = time.perf_counter()
     if not isinstance(suite, Suite):
         suite = load_suite(suite, unknown_methods="fail" if dry_run else "error")
@@ -212,11 +225,29 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
         if device not in (None, "cpu") or seeds is not None:
             raise UserError("a dry run uses the CPU and the suite's first seed; drop --device and --seeds")
         suite = dry_run_suite(suite)
-    run = get_executor(executor, address=address)
-    device = _resolve_device(suite, device, run, threads)
     cells = suite.cells(seeds, data_root=data_root, download=download, threads=threads)
     if dry_run:
         cells = [dataclasses.replace(c, stand_in=True) for c in cells]
+    path = None if dry_run or selection is False else (find_selection(suite.path) if selection in (None, True)
+                                                         else selection)
+    unselected = 0
+    if path is not None:
+        cells, missing = apply_selection(cells, load_selection(path), path)
+        unselected = len(missing)
+    summary = run_cells(suite, cells, out_dir, device=device, executor=executor, progress=progress,
+                        address=address, retry_failed=retry_failed, threads=threads, t_start=t_start)
+    summary.selection, summary.unselected = None if path is None else str(path), unselected
+    return summary
+
+
+def run_cells(suite: Suite, cells: list[Cell], out_dir: str | os.PathLike, *, device: str | None = None,
+              executor: str | Executor = "local", progress: bool = True, address: str | None = None,
+              retry_failed: bool = True, threads: int | None = None, t_start: float | None = None) -> RunSummary:
+    """Run the ``cells`` (of ``suite``) not yet done in the store at ``out_dir``: claim, run, record, resume
+    (the tuner's trials come through here too). Arguments as in :func:`run_suite`."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    run = get_executor(executor, address=address)
+    device = _resolve_device(suite, device, run, threads)
     store = ResultsStore(out_dir)
     store.cleanup_temp()
     done = store.done_run_ids()

@@ -175,6 +175,14 @@ def run_id_of(dataset: str, dataset_options: Mapping, method: str, params: Mappi
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
+def evaluation_of(shift=(), tf32: bool = False, validation_only: bool = False) -> dict[str, Any]:
+    """The ``evaluation`` part of a run_id (what changes a record's content beyond the fit): shift kinds, TF32, and
+    the tuner's validation-only mode; empty for a plain cell, so plain run_ids do not change."""
+    if validation_only:  # no shifted-test evaluation in a validation-only trial
+        return {"validation_only": True, **({"tf32": True} if tf32 else {})}
+    return {**({"shift": list(shift)} if shift else {}), **({"tf32": True} if tf32 else {})}
+
+
 def format_value(v: Any) -> str:
     if isinstance(v, str):
         return v

@@ -13,6 +13,11 @@ whose effective record is ``ok``:
   left out of the mean rank; failed cells are shown, never dropped ("2, failed (1/3)"; "failed" when every seed
   failed).
 
+Sanity flags (``ntkbayes.results.FLAGS``: underfit, not converged, a tuned value on a grid edge, a degenerate
+temperature) and the parameters each row ran with on each dataset (``ntkbayes.results.flags``) are joined to every
+row of the aggregate (columns ``markers``, ``params`` and one bool column per flag); the renderers show them as
+superscript markers with a legend, never hidden.
+
 Rows are in the same order in every table: by family (``record["family"]``, else the method name; ``FAMILY_ORDER``
 first), then by label. Directions come from ``ntkbayes.metrics.METRIC_INFO`` (a key it does not know is shown but
 neither ranked nor bold). Exports (``render``): Markdown, CSV (long, full precision ``repr(float)``; with
@@ -152,6 +157,10 @@ def aggregate(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Da
             "rank_high", "best", "higher_is_better", "n_ok", "n_failed", "n_runs"]
     agg = pd.DataFrame(out, columns=cols)
     agg["best"] = agg["best"].fillna(False).astype(bool)
+    agg = agg.merge(_results.flags(tidy), on=["dataset", "method"], how="left")
+    for flag in _results.FLAGS:
+        agg[flag] = agg[flag].fillna(False).astype(bool)
+    agg[["markers", "params"]] = agg[["markers", "params"]].fillna("")
     return agg
 
 
@@ -202,6 +211,12 @@ def conventions_text(records: Iterable[dict] = ()) -> str:
             "OOD = positive class, larger score = more OOD; AUROC ties averaged; FPR95 = FPR at 95 % TPR.")
 
 
+def flags_text(markers: Iterable[str]) -> str:
+    """The legend of the flag markers used (e.g. "u: mean training accuracy ..."); "" when none is."""
+    used = set("".join(markers))
+    return "; ".join(f"{m}: {meaning}" for m, meaning in _results.FLAGS.values() if m in used)
+
+
 def summary_text() -> str:
     """What the numbers, bold and ranks mean (printed above every leaderboard)."""
     return ("Mean ± half-width of the 95 % Student-t confidence interval over n seeds (seed = initialization and "
@@ -211,5 +226,5 @@ def summary_text() -> str:
 
 
 __all__ = ["DEFAULT_METRICS", "DEFAULT_OOD_SCORES", "FAMILY_ORDER", "Format", "Layout", "aggregate",
-           "conventions_text", "default_metrics", "family_rank", "higher_is_better", "load_tidy",
+           "conventions_text", "default_metrics", "flags_text", "family_rank", "higher_is_better", "load_tidy",
            "mean_ranks", "method_order", "select_metrics", "summary_text"]

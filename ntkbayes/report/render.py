@@ -6,11 +6,18 @@ significantly worse than the best, a superscript rank (Markdown and HTML), "—"
 metric, and the mean rank with its interval in the last column. Wide tables are cut into consecutive parts whose
 estimated width fits (``LATEX_TEXTWIDTH`` pt at ``\\footnotesize``, ``HTML_WIDTH`` px), each part repeating the
 method column; the pdflatex test in tests/report checks the estimate.
+
+Sanity flags (``ntkbayes.results.FLAGS``) follow the method label as superscript letters (u underfit, c not
+converged, e grid edge, t degenerate temperature; ``Layout.DATASETS``: the union over datasets, with a note saying
+on which dataset), explained under each table; the parameters each row ran with on the dataset (what the suite and
+the selection file set, "a/b/c" where seeds differ) are listed under each table (``Layout.GROUPS``), so LaTeX keeps
+its width budget.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import math
@@ -19,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ntkbayes.report.leaderboard import Layout, mean_ranks, method_order, summary_text
+from ntkbayes.report.leaderboard import Layout, flags_text, mean_ranks, method_order, summary_text
 from ntkbayes.report.tables import latex_escape, markdown_table
 
 #: Text width of a standard 10 pt ``article`` page in pt (LaTeX's default \textwidth for letter and A4 paper).
@@ -31,7 +38,7 @@ HTML_WIDTH = 1400
 #: Method labels longer than this are abbreviated in LaTeX tables (with a legend under the table).
 LATEX_LABEL_CHARS = 16
 
-_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_SUPERSCRIPT = str.maketrans("0123456789uect", "⁰¹²³⁴⁵⁶⁷⁸⁹ᵘᵉᶜᵗ")
 
 #: Short column names (LaTeX and HTML headers) and what they stand for (the legend).
 SHORT = {"cls/acc": "Acc", "cal/nll": "NLL", "cal/brier": "Brier", "cal/ece": "ECE", "cal/aece": "aECE",
@@ -67,6 +74,27 @@ class Table:
     columns: list[Column]
     mean_rank: list[str] | None
     part: tuple[int, int] = (1, 1)
+    markers: list[str] = field(default_factory=list)
+    """Flag markers per row ("" for none)."""
+    params: list[str] = field(default_factory=list)
+    """Parameters per row ("" for none; ``Layout.GROUPS`` only)."""
+    notes: list[str] = field(default_factory=list)
+    """``Layout.DATASETS``: "method: u on digits" per flagged row."""
+
+    def marker(self, i: int) -> str:
+        return self.markers[i] if i < len(self.markers) else ""
+
+    def flags_legend(self) -> str:
+        """The flags legend (and per-dataset notes) of this table, "" when no row is flagged."""
+        text = flags_text(self.markers)
+        if text and self.notes:
+            text += "; flagged on: " + "; ".join(self.notes)
+        return ("Flags: " + text) if text else ""
+
+    def params_legend(self) -> str:
+        """"Parameters: row: k=v, ...; ..." of the rows with parameters, "" when none has."""
+        items = [f"{r}: {p}" for r, p in zip(self.rows, self.params) if p]
+        return ("Parameters: " + "; ".join(items)) if items else ""
 
 
 def column_names(key: str) -> tuple[str, str]:
@@ -122,7 +150,9 @@ def tables(agg: pd.DataFrame, layout: Layout = Layout.GROUPS) -> list[Table]:
                 cols.append(Column(key, *column_names(key), gk["higher_is_better"].iloc[0],
                                    [_cell(gk.loc[m], d) for m in rows]))
             out.append(Table(ds, rows, [_n_text(first.loc[m]) for m in rows], cols,
-                             [_rank_text(mr, (ds, m)) for m in rows]))
+                             [_rank_text(mr, (ds, m)) for m in rows],
+                             markers=[_get(first, m, "markers") for m in rows],
+                             params=[_get(first, m, "params") for m in rows]))
         return out
     mr = mean_ranks(agg, "metric").set_index(["metric", "method"])
     order = list(dict.fromkeys(agg["method"].sort_index(kind="stable")))
@@ -138,8 +168,19 @@ def tables(agg: pd.DataFrame, layout: Layout = Layout.GROUPS) -> list[Table]:
             d = _decimals(gd["mean"])
             cols.append(Column(ds, "", ds, gd["higher_is_better"].iloc[0],
                                [_cell(gd.loc[m] if m in gd.index else None, d) for m in rows]))
-        out.append(Table(key, rows, None, cols, [_rank_text(mr, (key, m)) for m in rows]))
+        marks = {m: {} for m in rows}
+        for ds, method, mk in zip(g["dataset"], g["method"], g.get("markers", [""] * len(g))):
+            for c in mk or "":
+                marks[method].setdefault(c, []).append(ds)
+        notes = [f"{m}: " + ", ".join(f"{c} on {', '.join(d)}" for c, d in marks[m].items()) for m in rows if marks[m]]
+        out.append(Table(key, rows, None, cols, [_rank_text(mr, (key, m)) for m in rows],
+                         markers=["".join(marks[m]) for m in rows], notes=notes))
     return out
+
+
+def _get(frame: pd.DataFrame, row: str, col: str) -> str:
+    v = frame.loc[row, col] if col in frame.columns else ""
+    return v if isinstance(v, str) else ""
 
 
 def cut(table: Table, width, budget: float, fixed: float) -> list[Table]:
@@ -161,8 +202,8 @@ def cut(table: Table, width, budget: float, fixed: float) -> list[Table]:
     out = []
     for i, cols in enumerate(parts):
         last = i == len(parts) - 1
-        out.append(Table(table.title, table.rows, table.n, cols, table.mean_rank if last else None,
-                         (i + 1, len(parts))))
+        out.append(dataclasses.replace(table, columns=cols, mean_rank=table.mean_rank if last else None,
+                                       part=(i + 1, len(parts))))
     return out
 
 
@@ -186,7 +227,9 @@ def to_markdown(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: s
                 texts.append((f"**{text}**" if bold else text) + (f" {rank.translate(_SUPERSCRIPT)}" if rank else ""))
             data[f"{c.key} {_arrow(c.higher)}".strip()] = texts
         data["mean rank"] = t.mean_rank
-        lines += [f"## {t.title}", "", markdown_table(pd.DataFrame(data, index=t.rows), "method")]
+        index = [r + (f" {t.marker(i).translate(_SUPERSCRIPT)}" if t.marker(i) else "") for i, r in enumerate(t.rows)]
+        lines += [f"## {t.title}", "", markdown_table(pd.DataFrame(data, index=index), "method")]
+        lines += [f"{x}\n" for x in (t.flags_legend(), t.params_legend()) if x]
     return "\n".join(lines)
 
 
@@ -225,7 +268,8 @@ def to_latex(agg: pd.DataFrame, *, conventions: str = "", layout: Layout = Layou
            f"{textwidth:g} pt at \\footnotesize"]
     for t in tables(agg, layout):
         abbr = _abbreviate(t.rows)
-        label_w = max(4.6 * len(a) for a in [*abbr.values(), "Method"]) + 6.0
+        label_w = max(4.6 * len(abbr.get(r, r)) + 3.3 * len(t.marker(i))
+                      for i, r in enumerate([*t.rows, "Method"])) + 6.0
         n_w = 0.0 if t.n is None else max(4.3 * len(_latex_n(n)) for n in [*t.n, "n"]) + 6.0
         for part in cut(t, _latex_width, textwidth, label_w + n_w):
             out += _latex_table(part, abbr, conventions, table_env)
@@ -266,7 +310,8 @@ def _latex_table(t: Table, abbr: dict[str, str], conventions: str, env: str) -> 
         lines += [" & ".join(head1) + r" \\", " ".join(rules)]
     lines += [" & ".join(head2) + r" \\", r"\midrule"]
     for i, row in enumerate(t.rows):
-        parts = [latex_escape(abbr[row])] + ([latex_escape(_latex_n(t.n[i]))] if t.n is not None else [])
+        mark = rf"\textsuperscript{{{t.marker(i)}}}" if t.marker(i) else ""
+        parts = [latex_escape(abbr[row]) + mark] + ([latex_escape(_latex_n(t.n[i]))] if t.n is not None else [])
         for c in t.columns:
             mean, pm, _, bold = c.cells[i]
             text = latex_escape(mean) + (rf"{{\scriptsize$\pm${pm}}}" if pm else "")
@@ -278,6 +323,7 @@ def _latex_table(t: Table, abbr: dict[str, str], conventions: str, env: str) -> 
     legend = [f"{a} = {full}" for full, a in abbr.items() if a != full]
     shorts = dict.fromkeys(w for c in t.columns for w in c.short.split() if w in LEGEND)
     legend += [f"{s}: {LEGEND[s]}" for s in shorts]
+    legend += [x for x in (t.flags_legend(), t.params_legend() if t.part[0] == 1 else "") if x]
     if legend:
         lines += [r"\par\smallskip\parbox{\linewidth}{\scriptsize " + latex_escape("; ".join(legend) + ".") + "}"]
     lines += [rf"\end{{{env}}}", ""]
@@ -304,6 +350,7 @@ LEADERBOARD_CSS = (
     "table.ntkbayes-leaderboard .m{text-align:left;position:sticky;left:0;background:#fff;z-index:1}"
     "table.ntkbayes-leaderboard .pm{font-size:11px;color:#555}"
     "table.ntkbayes-leaderboard td.na{color:#999;text-align:center}"
+    "table.ntkbayes-leaderboard sup.flag{color:#b00;font-weight:bold;margin-left:2px}"
 )
 
 
@@ -322,11 +369,12 @@ def to_html(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: str =
     legend = "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
     body.append(f'<p class="note">Columns: {esc(legend)}.</p>')
     for t in tables(agg, layout):
-        label_w = max(7.2 * len(r) for r in [*t.rows, "method"]) + 12
+        label_w = max(7.2 * len(r) + 6.0 * len(t.marker(i)) for i, r in enumerate([*t.rows, "method"])) + 12
         n_w = 0.0 if t.n is None else max(7.2 * len(n) for n in [*t.n, "n"]) + 12
         body.append(f"<h2>{esc(t.title)}</h2>")
         for part in cut(t, _html_width, textwidth - 60, label_w + n_w):
             body.append(_html_table(part))
+        body += [f'<p class="note">{esc(x)}</p>' for x in (t.flags_legend(), t.params_legend()) if x]
     fragment = "\n".join(body)
     if not standalone:
         return fragment + "\n"
@@ -350,7 +398,8 @@ def _html_table(t: Table) -> str:
         head1.append(f"<th{span}>mean rank</th>")
     rows = []
     for i, row in enumerate(t.rows):
-        tds = [f'<td class="m">{esc(row)}</td>'] + ([f"<td>{esc(t.n[i])}</td>"] if t.n is not None else [])
+        mark = f'<sup class="flag">{esc(t.marker(i))}</sup>' if t.marker(i) else ""
+        tds = [f'<td class="m">{esc(row)}{mark}</td>'] + ([f"<td>{esc(t.n[i])}</td>"] if t.n is not None else [])
         for c in t.columns:
             mean, pm, rank, bold = c.cells[i]
             if not pm and not rank and mean in ("—", "failed"):
@@ -393,8 +442,12 @@ def to_csv(tidy: pd.DataFrame, agg: pd.DataFrame) -> str:
 
 
 def summary_csv(agg: pd.DataFrame) -> str:
-    """Summary CSV: dataset, method, family, metric, mean, std, n, ci_low, ci_high, best, rank (full precision)."""
-    cols = ["dataset", "method", "family", "metric", "mean", "std", "n", "ci_low", "ci_high", "best", "rank"]
+    """Summary CSV: dataset, method, family, metric, mean, std, n, ci_low, ci_high, best, rank (full precision),
+    then the sanity flags (one column each, "*" when raised) and the row's parameters."""
+    from ntkbayes.results import FLAGS
+
+    cols = ["dataset", "method", "family", "metric", "mean", "std", "n", "ci_low", "ci_high", "best", "rank",
+            *FLAGS, "params"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -402,7 +455,8 @@ def summary_csv(agg: pd.DataFrame) -> str:
         num = [("" if not math.isfinite(v) else repr(float(v))) for v in (r.mean, r.std)]
         ci = [("" if not math.isfinite(v) else repr(float(v))) for v in (r.ci_low, r.ci_high)]
         w.writerow([r.dataset, r.method, r.family, r.metric, *num, r.n, *ci, "*" if r.best else "",
-                    "" if not math.isfinite(r.rank) else int(r.rank)])
+                    "" if not math.isfinite(r.rank) else int(r.rank),
+                    *("*" if getattr(r, f, False) else "" for f in FLAGS), getattr(r, "params", "")])
     return buf.getvalue()
 
 

@@ -145,7 +145,8 @@ def test_csv_long_summary_and_cells(store, tmp_path):
     assert summary.name == "leaderboard_summary.csv" and cells.name == "leaderboard_cells.csv"
     srows = list(csv.DictReader(summary.open()))
     assert list(srows[0]) == ["dataset", "method", "family", "metric", "mean", "std", "n", "ci_low", "ci_high",
-                              "best", "rank"]
+                              "best", "rank", "underfit", "not_converged", "grid_edge", "degenerate_temperature",
+                              "params"]
     acc = next(r for r in srows if (r["dataset"], r["method"], r["metric"]) == ("d1", "A", "cls/acc"))
     # a mean of three numbers of order 1 written with repr: a few ulps
     assert float(acc["mean"]) == pytest.approx(0.8, abs=1e-15) and acc["n"] == "3" and acc["rank"] == "2"
@@ -232,3 +233,48 @@ def test_legacy_constant_member_scores_are_dropped(tmp_path):
     assert agg.loc[("map", "ood/far/mutual_info/auroc"), "n"] == 0  # absent, not a constant 0.5 ranked first
     assert agg.loc[("map", "ood/far/expected_entropy/auroc"), "n"] == 0
     assert agg.loc[("ens", "ood/far/mutual_info/auroc"), "rank"] == 1
+
+
+def _flag_store(root) -> ResultsStore:
+    """Three methods on one dataset, two seeds: "good"; "weak" (train acc 0.15 below: underfit; a member did not
+    converge); "temp" (tuned weight_decay on a grid edge in seed 1, a temperature of 0.05 in seed 0)."""
+    store = ResultsStore(root)
+    for seed in (0, 1):
+        for label, train_acc, fit_info, selection, explicit in (
+                ("good", 0.95, {"converged": True}, None, {"width": 8}),
+                ("weak", 0.80, {"converged": [True, False]}, None, {"width": 8}),
+                ("temp", 0.93, {"temperature": 0.05 if seed == 0 else 1.2},
+                 {"file": "s.selected.toml", "objective": "val/nll", "value": 0.1,
+                  "params": {"weight_decay": [1e-5, 1e-3][seed]}, "grid_edge": ["weight_decay"] if seed else []},
+                 {"weight_decay": [1e-5, 1e-3][seed], "width": 8})):
+            params = {"width": 8, **(selection or {}).get("params", {})}
+            store.append({"schema_version": SCHEMA_VERSION, "run_id": f"{label}-{seed}", "dataset": "tiny",
+                          "dataset_label": "d", "method": label, "method_label": label, "family": "map",
+                          "params": params, "explicit_params": explicit, "seed": seed, "status": "ok",
+                          "error": None, "fit_info": fit_info, "selection": selection,
+                          "metrics": {"cls/acc": 0.9, "cal/nll": 0.3, "train/acc": train_acc}})
+    return store
+
+
+def test_sanity_flags_and_parameters_are_shown(tmp_path):
+    from ntkbayes import results
+
+    store = _flag_store(tmp_path / "flags")
+    fl = results.flags(results.load(store.root)).set_index("method")
+    assert fl.loc["good", "markers"] == "" and fl.loc["weak", "markers"] == "uc" and fl.loc["temp", "markers"] == "et"
+    assert fl.loc["temp", "params"] == "weight_decay=1e-05/0.001, width=8"  # per seed where the selection differs
+    assert len(results.load(store.root).drop_duplicates("run_id").groupby("method")) == 3  # one row per method
+    md = leaderboard(store.root, "md")
+    assert "| weak ᵘᶜ |" in md and "| temp ᵉᵗ |" in md and "| good |" in md
+    assert "Flags: u: mean training accuracy more than 0.1 below" in md and "t: a fitted temperature outside" in md
+    assert "Parameters: " in md and "temp: weight_decay=1e-05/0.001, width=8" in md
+    tex = leaderboard(store.root, "latex")
+    assert r"weak\textsuperscript{uc}" in tex and "Flags: u: mean training accuracy" in tex
+    page = leaderboard(store.root, "html")
+    assert '<td class="m">temp<sup class="flag">et</sup></td>' in page and "Parameters: " in page
+    by_ds = leaderboard(store.root, "md", layout="datasets")
+    assert "| weak ᵘᶜ |" in by_ds and "weak: u on d, c on d" in by_ds
+    srows = list(csv.DictReader(io.StringIO(__import__("ntkbayes.report.render", fromlist=["x"]).summary_csv(
+        aggregate(load_tidy(store.root))))))
+    weak = next(r for r in srows if r["method"] == "weak")
+    assert (weak["underfit"], weak["not_converged"], weak["grid_edge"]) == ("*", "*", "")
