@@ -78,11 +78,13 @@ def rhat(draws: Tensor) -> Tensor:
     shape = torch.as_tensor(draws).shape[2:]
     x = _check(draws)
     const = _constant(x)
-    bulk = gelman_rubin(split_chains(rank_normalize(x)), chain_dim=0, sample_dim=1)
-    folded_x = (x - x.reshape(-1, x.shape[-1]).median(0).values).abs()
-    folded = gelman_rubin(split_chains(rank_normalize(folded_x)), chain_dim=0, sample_dim=1)
-    out = torch.maximum(bulk, folded)
-    out[const] = math.nan
+    out = torch.full((x.shape[-1],), math.nan, dtype=torch.float64)
+    v = x[..., ~const]  # constants would turn pyro's whole batched computation to NaN
+    if v.shape[-1]:
+        bulk = gelman_rubin(split_chains(rank_normalize(v)), chain_dim=0, sample_dim=1)
+        median = torch.quantile(v.reshape(-1, v.shape[-1]), 0.5, dim=0)  # midpoint for an even count, as numpy
+        folded = gelman_rubin(split_chains(rank_normalize((v - median).abs())), chain_dim=0, sample_dim=1)
+        out[~const] = torch.maximum(bulk, folded)
     return out.reshape(shape)
 
 
@@ -97,8 +99,10 @@ def bulk_ess(draws: Tensor) -> Tensor:
     """
     shape = torch.as_tensor(draws).shape[2:]
     x = _check(draws)
-    out = effective_sample_size(split_chains(rank_normalize(x)), chain_dim=0, sample_dim=1)
-    out[_constant(x)] = math.nan
+    const = _constant(x)
+    out = torch.full((x.shape[-1],), math.nan, dtype=torch.float64)
+    if (~const).any():
+        out[~const] = effective_sample_size(split_chains(rank_normalize(x[..., ~const])), chain_dim=0, sample_dim=1)
     return out.reshape(shape)
 
 

@@ -34,7 +34,6 @@ class NUTSResult:
         step_sizes: adapted step size of each chain.
         divergences: divergent transitions after warm-up, per chain (counted over all post-warm-up iterations,
             thinned or not).
-        accept_probs: mean acceptance probability of each chain's post-warm-up iterations.
         grad_evals: potential-and-gradient evaluations per chain (warm-up included): the run's cost unit.
         seconds: wall time per chain.
     """
@@ -42,7 +41,6 @@ class NUTSResult:
     samples: Tensor
     step_sizes: list[float] = field(default_factory=list)
     divergences: list[int] = field(default_factory=list)
-    accept_probs: list[float] = field(default_factory=list)
     grad_evals: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
@@ -51,13 +49,12 @@ class NUTSResult:
         return diagnostics.summarize(self.samples)
 
     def info(self) -> dict:
-        """JSON-serializable summary: per-chain step size, divergences, acceptance, gradient evaluations, time."""
+        """JSON-serializable summary: per-chain step size, total divergences, gradient evaluations and time."""
         return {
             "chains": int(self.samples.shape[0]),
             "draws_per_chain": int(self.samples.shape[1]),
             "step_size": [float(s) for s in self.step_sizes],
             "divergences": int(sum(self.divergences)),
-            "accept_prob": [round(float(a), 4) for a in self.accept_probs],
             "grad_evals": int(sum(self.grad_evals)),
             "seconds": round(float(sum(self.seconds)), 3),
         }
@@ -109,7 +106,6 @@ def nuts(potential_fn: Callable[[Tensor], Tensor], init: Tensor, *, warmup: int,
         diag = mcmc.diagnostics()
         result.step_sizes.append(float(kernel.step_size))
         result.divergences.append(len(diag["divergences"]["chain 0"]))
-        result.accept_probs.append(float(diag["acceptance rate"]["chain 0"]))
         result.grad_evals.append(calls[0])
     result.samples = torch.stack(draws)
     return result
