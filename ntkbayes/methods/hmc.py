@@ -138,6 +138,7 @@ class HMC(Method):
             ce = torch.nn.functional.cross_entropy(self._forward(theta, x), y, reduction="sum")
             return ce + 0.5 * kappa * (theta * theta).sum()
 
+        self.potential_ = potential
         inits = []
         for k in range(int(self.chains)):  # chain k starts at the network's initialization drawn with its own seed
             module.reset_parameters(torch.Generator(device=device).manual_seed(derive_seed(seed, k)))
