@@ -45,10 +45,12 @@ DEFAULT_DEPTH = 2
 #: the training ends at; the MAP family's default 1e-4 is sd 5.3, a prior so wide that NUTS's trajectories hit the
 #: tree-depth cap and the chains do not mix in the budget.
 DEFAULT_WEIGHT_DECAY = 1e-2
+#: Chains × (warm-up + draws): measured on moons (width 16, λ = 1e-2, one thread): function-space R-hat 1.016 and
+#: bulk ESS 346 of 400 draws, no divergences, 1.45e5 gradient evaluations (~2.5 min of CPU); see the README.
 DEFAULT_CHAINS = 4
-DEFAULT_WARMUP = 300
-DEFAULT_SAMPLES = 400
-DEFAULT_THIN = 4
+DEFAULT_WARMUP = 150
+DEFAULT_SAMPLES = 100
+DEFAULT_THIN = 1
 
 
 class HMC(Method):
@@ -59,6 +61,9 @@ class HMC(Method):
         weight_decay: λ; the prior is N(0, (λN)⁻¹ I) on every parameter.
         chains, warmup, samples, thin: NUTS settings per chain (kept draws per chain: samples // thin).
         max_tree_depth, target_accept: NUTS settings (pyro's defaults 10 and 0.8).
+        sampler_seed: varies the chains' starting points and momenta without changing the cell's seed (which also
+            picks the data split): two references on the same split with different ``sampler_seed`` measure how
+            stable the reference is.
 
     ``info_``: ``rhat`` and ``ess_bulk`` (function space, validation probabilities), ``rhat_params`` (max over
     parameters), ``flagged``, ``step_size`` (per chain), ``divergences``, ``grad_evals``,
@@ -77,7 +82,7 @@ class HMC(Method):
                  w_std: float = 1.5, b_std: float = 0.05, weight_decay: float = DEFAULT_WEIGHT_DECAY,
                  chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
                  thin: int = DEFAULT_THIN, max_tree_depth: int = DEFAULT_MAX_TREE_DEPTH,
-                 target_accept: float = DEFAULT_TARGET_ACCEPT):
+                 target_accept: float = DEFAULT_TARGET_ACCEPT, sampler_seed: int = 0):
         self.width = width
         self.depth = depth
         self.activation = activation
@@ -90,6 +95,7 @@ class HMC(Method):
         self.thin = thin
         self.max_tree_depth = max_tree_depth
         self.target_accept = target_accept
+        self.sampler_seed = sampler_seed
 
     def _check(self) -> None:
         try:
@@ -141,11 +147,12 @@ class HMC(Method):
         self.potential_ = potential
         inits = []
         for k in range(int(self.chains)):  # chain k starts at the network's initialization drawn with its own seed
-            module.reset_parameters(torch.Generator(device=device).manual_seed(derive_seed(seed, k)))
+            chain_seed = derive_seed(seed, int(self.sampler_seed), k)
+            module.reset_parameters(torch.Generator(device=device).manual_seed(chain_seed))
             inits.append(torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
         start = time.perf_counter()
         run = nuts(potential, torch.stack(inits), warmup=int(self.warmup), samples=int(self.samples),
-                   thin=int(self.thin), seed=derive_seed(seed, int(self.chains)),
+                   thin=int(self.thin), seed=derive_seed(seed, int(self.sampler_seed), -1),
                    target_accept=float(self.target_accept), max_tree_depth=int(self.max_tree_depth))
         self.samples_ = run.samples  # (chains, draws, P)
         x_val = data.val.x.flatten(1).to(device, dtype)

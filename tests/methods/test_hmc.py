@@ -26,7 +26,7 @@ def test_hmc_fit_predict_and_info():
     assert isinstance(info["flagged"], bool) and len(info["step_size"]) == p["chains"]
     again = methods.create("hmc", **HMC.test_params).fit(data, seed=0)
     assert torch.equal(m.samples_, again.samples_)
-    other = methods.create("hmc", **HMC.test_params).fit(data, seed=1)
+    other = methods.create("hmc", sampler_seed=1, **HMC.test_params).fit(data, seed=0)  # same split, new chains
     assert not torch.equal(m.samples_, other.samples_)
     assert HMC.family == "reference" and HMC.search_space == {}
 
