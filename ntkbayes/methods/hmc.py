@@ -77,6 +77,11 @@ class HMC(Method):
     dry_run_params: ClassVar[dict[str, Any]] = {"chains": 2, "warmup": 5, "samples": 4, "thin": 1,
                                                 "max_tree_depth": 3}
     search_space: ClassVar[dict[str, list]] = {}
+    #: Inclusive bounds for the suite-time check of base.Method.check_param (None = open); ``_check`` re-checks at
+    #: fit time together with samples // thin ≥ 4 and 0 < target_accept < 1.
+    param_bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "width": (1, None), "depth": (0, None), "chains": (1, None), "warmup": (0, None), "samples": (4, None),
+        "thin": (1, None), "max_tree_depth": (1, None), "sampler_seed": (0, None)}
 
     def __init__(self, *, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, activation: str = "relu",
                  w_std: float = 1.5, b_std: float = 0.05, weight_decay: float = DEFAULT_WEIGHT_DECAY,

@@ -95,14 +95,17 @@ def bulk_ess(draws: Tensor) -> Tensor:
         draws: (chains, n, ...) with n ≥ 4.
 
     Returns:
-        float64 tensor of shape ``draws.shape[2:]``; NaN for constant quantities.
+        float64 tensor of shape ``draws.shape[2:]``, ≥ 0; NaN for constant quantities.
     """
     shape = torch.as_tensor(draws).shape[2:]
     x = _check(draws)
     const = _constant(x)
     out = torch.full((x.shape[-1],), math.nan, dtype=torch.float64)
     if (~const).any():
-        out[~const] = effective_sample_size(split_chains(rank_normalize(x[..., ~const])), chain_dim=0, sample_dim=1)
+        ess = effective_sample_size(split_chains(rank_normalize(x[..., ~const])), chain_dim=0, sample_dim=1)
+        # With a handful of draws from chains that disagree, Geyer's first pair sum can be negative and the
+        # estimate with it; such a quantity carries no information: 0.
+        out[~const] = ess.clamp_min(0.0)
     return out.reshape(shape)
 
 

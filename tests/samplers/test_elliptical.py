@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mc_error import assert_mc_close
 
 from ntkbayes.samplers import elliptical_slice, sample_gp_classification
-from tests.samplers._mc import assert_mc_close
 
 
 def test_ess_conjugate_gaussian():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from mc_error import assert_mc_close
 
 from ntkbayes.samplers import nuts
-from tests.samplers._mc import assert_mc_close
 
 
 def _regression():
