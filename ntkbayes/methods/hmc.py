@@ -32,10 +32,10 @@ from torch.func import functional_call, vmap
 
 from ntkbayes.methods.base import Method
 from ntkbayes.models import Activation, build_model
-from ntkbayes.ntk.ensemble_kernel import derive_seed
 from ntkbayes.predictive import Predictive
 from ntkbayes.samplers import diagnostics
 from ntkbayes.samplers.nuts import DEFAULT_MAX_TREE_DEPTH, DEFAULT_TARGET_ACCEPT, nuts
+from ntkbayes.seeding import derive_seed
 
 #: Hidden units (see the README's reference section for the measured cost): narrow enough that NUTS mixes in
 #: minutes on one CPU thread, wide enough to fit moons/spirals.

@@ -35,7 +35,7 @@ from ntkbayes.models import MLP
 from ntkbayes.ntk import solve
 from ntkbayes.ntk.analytic import activation_pair
 from ntkbayes.ntk.newton import IllConditionedWarning, warn_ill_conditioned
-from ntkbayes.seeding import derive_seed  # also re-exported for the harness until it imports ntkbayes.seeding
+from ntkbayes.seeding import derive_seed
 
 Params = dict[str, Tensor]
 
@@ -224,7 +224,7 @@ class RowTable:
         return out
 
 
-def _chol_jitter(K: Tensor) -> tuple[Tensor, float]:
+def chol_jitter(K: Tensor) -> tuple[Tensor, float]:
     """Cholesky factor of K + jitter·mean(diag K)·I with the smallest jitter (0, JITTER, ×10 …) that works."""
     scale = float(K.diagonal().mean())
     jitter = 0.0
@@ -258,7 +258,7 @@ class GPPrior:
     @classmethod
     def draw(cls, K: Tensor, members: int, classes: int, seed: int) -> GPPrior:
         """Draw ``members`` prior functions at the training points. K: (N, N) per-output kernel (float64)."""
-        L, jitter = _chol_jitter(K)
+        L, jitter = chol_jitter(K)
         n = K.shape[0]
         g = torch.Generator().manual_seed(derive_seed(seed, "train_draws"))
         z = torch.randn(n, members * classes, generator=g, dtype=K.dtype).to(K.device)

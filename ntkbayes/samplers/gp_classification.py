@@ -25,7 +25,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from ntkbayes.ntk.ensemble_kernel import _chol_jitter
+from ntkbayes.ntk.ensemble_kernel import chol_jitter
 from ntkbayes.samplers import diagnostics
 from ntkbayes.samplers.elliptical import elliptical_slice
 from ntkbayes.samplers.nuts import nuts
@@ -148,7 +148,7 @@ def sample_gp_classification(kernel: Tensor, targets: Tensor, *, num_classes: in
         raise ValueError(f"kernel: expected a square (N, N) matrix, got {tuple(kernel.shape)}")
     y = _targets(targets, n, num_classes)
     c = y.shape[1]
-    chol, jitter = _chol_jitter(kernel)
+    chol, jitter = chol_jitter(kernel)
 
     def log_lik(z: Tensor) -> Tensor:  # (B, N·C) whitened → (B,)
         f = torch.matmul(chol, z.reshape(-1, n, c))
