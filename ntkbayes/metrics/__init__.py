@@ -90,6 +90,11 @@ _INF = float("inf")
 METRIC_INFO: dict[str, MetricInfo] = {
     "cls/acc": MetricInfo("Accuracy", Direction.HIGHER, (0.0, 1.0), "mean 1[argmax p = y]"),
     "cal/nll": MetricInfo("NLL (nats)", Direction.LOWER, (0.0, _INF), "−mean log p[y], natural log, log-space"),
+    "val/nll": MetricInfo("Validation NLL (nats)", Direction.LOWER, (0.0, _INF),
+                          "cal/nll on the validation split (the tuner's default objective)"),
+    "val/acc": MetricInfo("Validation accuracy", Direction.HIGHER, (0.0, 1.0), "cls/acc on the validation split"),
+    "train/acc": MetricInfo("Training accuracy", Direction.HIGHER, (0.0, 1.0),
+                            "cls/acc on (at most 2048 points of) the training split; the underfit flag compares it"),
     "cal/brier": MetricInfo("Brier (sum over classes)", Direction.LOWER, (0.0, 2.0),
                             "mean Σ_c (p_c − 1[y = c])² on the averaged p"),
     "cal/ece": MetricInfo(f"ECE ({_B} bins)", Direction.LOWER, (0.0, 1.0),
