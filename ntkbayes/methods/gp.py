@@ -1,6 +1,21 @@
-"""Multiclass GP classification: exact Laplace approximation (Rasmussen & Williams 2006, Algorithms 3.3/3.4).
+"""Multiclass GP classification: Dirichlet-based GP (Milios et al., NeurIPS 2018) in closed form, or the softmax
+likelihood with the Laplace approximation (Rasmussen & Williams 2006, Algorithms 3.3/3.4).
 
-``backend="exact"``: prior f_c ~ GP(0, s·k) independently per class, softmax likelihood; the posterior mode and the
+``backend="exact"``, ``likelihood="dirichlet"`` (default): each label y becomes Dirichlet pseudo-counts
+α = α_ε + onehot(y) and, per class, the log-normal moment match of Gamma(α_c, 1): a regression target
+ỹ_c = log α_c − σ̃²_c/2 with heteroscedastic noise σ̃²_c = log(1/α_c + 1) (GPyTorch's
+``DirichletClassificationLikelihood``, computed here in closed form): f_c ~ GP(m_c, s·k) with a constant mean m_c
+(generalized least squares), Gaussian noise σ̃² + σ_n², exact posterior and exact log marginal likelihood, which
+selects (ℓ, s, σ_n²) on a grid. The predictive samples f* from its per-class marginals and takes the softmax (the
+Dirichlet's normalized Gamma draws). Why the default: the softmax-Laplace posterior below is under-confident on
+nearly separable data (digits test ECE 0.285, wine 0.247; every output scale tried ≥ 0.13): at the mode the
+training points are classified with p ≈ 1, so W = diag π̂ − π̂π̂ᵀ ≈ 0, the latent variance at a test point stays
+near the prior's s while the mean k*ᵀ(y − π̂) is held small by y − π̂ ≈ 0, and the Laplace evidence prefers
+s ≈ 100 (latent prior std 10): averaging the softmax over that spread flattens it. The Dirichlet model's
+Gaussian likelihood has no such saturation; measured (seeds 0–2) ECE 0.035 on digits, 0.056 on wine, accuracy
+equal or higher, in seconds.
+
+``likelihood="softmax"``: prior f_c ~ GP(0, s·k) independently per class, softmax likelihood; the posterior mode and the
 Laplace covariance come from the NTK core's block Newton solver (``ntk.solve.newton_block`` = R&W Alg. 3.3 with a
 line search; ``ntk.posterior.predict`` = Alg. 3.4, math.md (c)/(d)). Kernels: RBF (lengthscale by the median heuristic
 or by the Laplace marginal likelihood), or the infinite-width NNGP / NTK of an MLP (``ntk.analytic.mlp_kernels``,
@@ -16,6 +31,7 @@ marginal likelihood; the predictive samples the latent f from its marginals and 
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -49,6 +65,13 @@ MAX_EXTENSIONS = 4
 LENGTHSCALE_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Points used for the median of pairwise distances (O(n²) distances).
 MEDIAN_POINTS = 1000
+#: α_ε of the Dirichlet transform (GPyTorch's default): the pseudo-count of every class besides the label's 1.
+ALPHA_EPSILON = 0.01
+#: Extra noise variances σ_n² tried by the Dirichlet likelihood (GPyTorch learns one; ``learn_additional_noise``).
+#: 0 is a natural lower end (the transform's own noise is ≥ log 2 ≈ 0.69); a fit at the largest is flagged.
+NOISE_GRID = (0.0, 0.1, 1.0, 10.0)
+#: Test rows per block of the Dirichlet predictive (bounds the C × N × rows work array).
+PREDICT_ROWS = 1024
 #: Adam steps and step size for the GPyTorch backend (GPyTorch's Dirichlet classification example uses 50 at 0.1).
 DEFAULT_TRAIN_ITERS = 100
 DEFAULT_LR = 0.1
@@ -63,6 +86,15 @@ class Covariance(str, Enum):
     """s·K_nngp: infinite-width MLP at initialization (``depth``, ``activation``, ``w_std``, ``b_std``)."""
     NTK = "ntk"
     """s·Θ: infinite-width NTK of the same MLP (the GP whose MAP is the trained wide network, math.md (c))."""
+
+
+class Likelihood(str, Enum):
+    """Observation model of the exact backend (module docstring)."""
+
+    DIRICHLET = "dirichlet"
+    """Dirichlet-based GP classification: exact GP regression of log-Dirichlet targets, ML-II on a grid."""
+    SOFTMAX = "softmax"
+    """Softmax likelihood with the Laplace approximation (under-confident on nearly separable data)."""
 
 
 class Backend(str, Enum):
@@ -101,17 +133,41 @@ def _scale_check(allowed: tuple[str, ...]):
     return check
 
 
+def dirichlet_targets(y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Regression targets ỹ (N, C) and noise variances σ̃² (N, C) of the Dirichlet transform of labels y (N,)."""
+    alpha = torch.nn.functional.one_hot(y, num_classes).to(torch.float64) + ALPHA_EPSILON
+    var = torch.log(1.0 / alpha + 1.0)
+    return torch.log(alpha) - var / 2, var
+
+
+def dirichlet_solve(K: Tensor, targets: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Exact GP regression per class with kernel K (N, N), targets (N, C), noise variances (N, C) and a constant
+    mean by generalized least squares. Returns the Cholesky factors L (C, N, N) of K + diag(noise_c), the weights
+    α = (K + D_c)⁻¹(ỹ_c − m_c) (C, N), the means m (C,) and the log marginal likelihood summed over classes."""
+    n, c = targets.shape
+    L = torch.linalg.cholesky(K.unsqueeze(0) + torch.diag_embed(noise.t()))             # (C, N, N)
+    rhs = torch.stack([targets.t(), torch.ones_like(targets.t())], -1)                  # (C, N, 2)
+    sol = torch.cholesky_solve(rhs, L)
+    m = sol[..., 1].mul(targets.t()).sum(1) / sol[..., 1].sum(1)                        # 1ᵀA⁻¹ỹ / 1ᵀA⁻¹1
+    r = targets.t() - m[:, None]
+    alpha = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+    lml = -0.5 * (r * alpha).sum() - torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum() - 0.5 * n * c * math.log(
+        2 * math.pi)
+    return L, alpha, m, float(lml)
+
+
 class GPClassifier(Method):
     """Multiclass GP classifier (module docstring). Inputs are flattened to (N, D) and used in float64.
 
     Args:
-        kernel: :class:`Covariance`. lengthscale (rbf): ``"median"``, ``"ml"`` (Laplace evidence over
-            ``LENGTHSCALE_GRID`` × median) or a number. outputscale: a number s or ``"ml"``
-            (``OUTPUTSCALE_GRID``, extended at its edges).
+        kernel: :class:`Covariance`. lengthscale (rbf): ``"median"``, ``"ml"`` (marginal likelihood — exact for
+            ``dirichlet``, Laplace for ``softmax`` — over ``LENGTHSCALE_GRID`` × median) or a number. outputscale: a
+            number s or ``"ml"`` (``OUTPUTSCALE_GRID``; for ``softmax`` extended at its edges).
         link: :class:`~ntkbayes.methods.base.GaussianLink`. num_samples: S for the MC link.
         depth, activation, w_std, b_std: the MLP whose infinite-width kernel ``nngp``/``ntk`` use.
         max_train: training points used at most (stratified subsample beyond).
         backend: :class:`Backend`. train_iters, lr: Adam settings of the GPyTorch backend.
+        likelihood: :class:`Likelihood` of the exact backend (``gpytorch`` is Dirichlet-based).
     """
 
     name = "gp"
@@ -123,11 +179,13 @@ class GPClassifier(Method):
                     "max_train": (2, None), "train_iters": (1, None), "lr": (0.0, None)}
     param_checks = {"lengthscale": _scale_check(("median", "ml")), "outputscale": _scale_check(("ml",))}
 
-    def __init__(self, *, kernel: Covariance = Covariance.RBF, lengthscale: str | float = "median",
+    def __init__(self, *, kernel: Covariance = Covariance.RBF, lengthscale: str | float = "ml",
                  outputscale: str | float = "ml", link: GaussianLink = GaussianLink.MC,
                  num_samples: int = DEFAULT_NUM_SAMPLES, depth: int = 2, activation: Activation = Activation.RELU,
                  w_std: float = 1.5, b_std: float = 0.05, max_train: int = DEFAULT_MAX_TRAIN,
-                 backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR):
+                 backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR,
+                 likelihood: Likelihood = Likelihood.DIRICHLET):
+        self.likelihood = likelihood
         self.kernel = kernel
         self.lengthscale = lengthscale
         self.outputscale = outputscale
@@ -144,9 +202,12 @@ class GPClassifier(Method):
 
     # -- hyperparameter checks --------------------------------------------------------------------------------
     def _check(self) -> None:
+        self.likelihood_ = Likelihood(self.likelihood)
         self.kernel_ = Covariance(self.kernel)
         self.link_ = GaussianLink(self.link)
         self.backend_ = Backend(self.backend)
+        if self.backend_ is Backend.GPYTORCH and self.likelihood_ is not Likelihood.DIRICHLET:
+            raise ValueError(f"likelihood: backend='gpytorch' is Dirichlet-based, got {self.likelihood_.value!r}")
         if self.backend_ is Backend.GPYTORCH and self.kernel_ is not Covariance.RBF:
             raise ValueError(f"kernel: backend='gpytorch' supports 'rbf' only, got {self.kernel_.value!r}")
 
@@ -204,6 +265,10 @@ class GPClassifier(Method):
         else:
             lengthscales = [median if self.lengthscale == "median" else float(self.lengthscale)]
         scales = list(OUTPUTSCALE_GRID) if self.outputscale == "ml" else [float(self.outputscale)]
+        self.info_.update(likelihood=self.likelihood_.value, lengthscale_median=median)
+        if self.likelihood_ is Likelihood.DIRICHLET:
+            self._fit_dirichlet(x, y, C, lengthscales, scales)
+            return
         ls, s, res, grid = self._search(x, Y, lengthscales, scales)
         self.lengthscale_, self.outputscale_, self.result_ = ls, s, res
         rep = res.report()
@@ -245,6 +310,36 @@ class GPClassifier(Method):
                     break
         return best[0], best[1], best[3], grid
 
+    def _fit_dirichlet(self, x: Tensor, y: Tensor, C: int, lengthscales: list, scales: list) -> None:
+        """Exact Dirichlet-based GP (module docstring): (ℓ, s, σ_n²) maximizing the log marginal likelihood over
+        the grid lengthscales × scales × :data:`NOISE_GRID`; the grid rows [ℓ, s, σ_n², log p] go to ``info_``."""
+        targets, var = dirichlet_targets(y, C)
+        grid, best = [], None
+        for ls in lengthscales:
+            base = self._base_kernel(x, x, ls)
+            for s in scales:
+                for noise in NOISE_GRID:
+                    sol = dirichlet_solve(s * base, targets, var + noise)
+                    grid.append([ls, s, noise, sol[3]])
+                    if best is None or sol[3] > best[0][3]:
+                        best = (sol, ls, s, noise)
+        (self.chol_, self.alpha_, self.mean_, lml), ls, s, noise = best
+        self.lengthscale_, self.outputscale_ = ls, s
+        edge = any(len(v) > 1 and b in (v[0], v[-1]) for v, b in ((lengthscales, ls), (scales, s)))
+        self.info_.update(lengthscale=ls, outputscale=s, noise=noise, log_marginal_likelihood=lml,
+                          grid=grid if len(grid) > 1 else None, at_grid_edge=edge or noise == NOISE_GRID[-1])
+
+    def _latent_dirichlet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean (M, C) and diagonal covariance (M, C, C) of the Dirichlet model, in row blocks."""
+        means, variances = [], []
+        prior_var = self.outputscale_ * self._base_diag(x)
+        for a in range(0, x.shape[0], PREDICT_ROWS):
+            ks = self.outputscale_ * self._base_kernel(x[a:a + PREDICT_ROWS], self.x_train_, self.lengthscale_)
+            means.append(ks @ self.alpha_.t() + self.mean_)
+            v = torch.linalg.solve_triangular(self.chol_, ks.t().expand(self.chol_.shape[0], -1, -1), upper=False)
+            variances.append((prior_var[a:a + PREDICT_ROWS, None] - (v * v).sum(1).t()).clamp_min(0))
+        return torch.cat(means), torch.diag_embed(torch.cat(variances))
+
     def _fit_gpytorch(self, x: Tensor, y: Tensor, C: int, seed: int, median: float) -> None:
         with seeded_rng(derive_seed(seed, "gpytorch"), x.device):  # GPyTorch draws from the global RNG
             self._train_gpytorch(x, y, C, median)
@@ -285,6 +380,8 @@ class GPClassifier(Method):
             with gpytorch.settings.fast_pred_var():
                 dist = self.gp_model_(x)
             return dist.mean.t(), torch.diag_embed(dist.variance.t())
+        if self.likelihood_ is Likelihood.DIRICHLET:
+            return self._latent_dirichlet(x)
         s = self.outputscale_
         mean, cov = posterior.predict(self.result_, s * self._base_kernel(x, self.x_train_, self.lengthscale_),
                                   s * self._base_diag(x))                          # math.md (d), R&W Alg. 3.4

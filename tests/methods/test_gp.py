@@ -11,7 +11,7 @@ from toydata import tiny_splits
 
 import ntkbayes as nb
 from ntkbayes.data.splits import make_splits
-from ntkbayes.methods.gp import LENGTHSCALE_GRID, OUTPUTSCALE_GRID, median_lengthscale
+from ntkbayes.methods.gp import LENGTHSCALE_GRID, NOISE_GRID, OUTPUTSCALE_GRID, dirichlet_targets, median_lengthscale
 from ntkbayes.ntk import posterior, solve
 from ntkbayes.utils import MemoryEstimateError
 
@@ -37,7 +37,8 @@ def accuracy(pred, y):
 @pytest.mark.parametrize("link", ["mc", "probit"])
 @pytest.mark.parametrize("kernel", ["rbf", "nngp", "ntk"])
 def test_fit_predict_each_kernel_and_link(blobs, kernel, link):
-    gp = nb.methods.create("gp", kernel=kernel, link=link, num_samples=16, depth=2, activation="relu")
+    gp = nb.methods.create("gp", likelihood="softmax", lengthscale="median", kernel=kernel, link=link,
+                           num_samples=16, depth=2, activation="relu")
     assert gp.fit(blobs, seed=0) is gp
     pred = gp.predict(blobs.test.x)
     assert pred.member_probs.shape == (16 if link == "mc" else 1, len(blobs.test), 3)
@@ -54,7 +55,8 @@ def test_fit_predict_each_kernel_and_link(blobs, kernel, link):
 
 def test_predictive_is_the_laplace_posterior(blobs):
     """Probit members are softmax(κ∘μ*) of posterior.predict with the chosen hyperparameters (mean and Σ* diagonal)."""
-    gp = nb.methods.create("gp", link="probit", outputscale=3.0).fit(blobs, seed=0)
+    gp = nb.methods.create("gp", likelihood="softmax", lengthscale="median", link="probit",
+                           outputscale=3.0).fit(blobs, seed=0)
     x, xt = blobs.train.x.double(), blobs.test.x.double()
     ls = gp.fit_info()["lengthscale"]
     k = lambda a, b: 3.0 * torch.exp(-torch.cdist(a, b) ** 2 / (2 * ls**2))
@@ -85,13 +87,14 @@ def test_far_ood_is_uncertain_on_two_moons():
 
 
 def test_lengthscale_median_vs_ml(blobs):
-    med = nb.methods.create("gp", lengthscale="median").fit(blobs, seed=0).fit_info()
-    ml = nb.methods.create("gp", lengthscale="ml").fit(blobs, seed=0).fit_info()
+    med = nb.methods.create("gp", likelihood="softmax", lengthscale="median").fit(blobs, seed=0).fit_info()
+    ml = nb.methods.create("gp", likelihood="softmax", lengthscale="ml").fit(blobs, seed=0).fit_info()
     assert len(ml["grid"]) >= len(LENGTHSCALE_GRID) * len(OUTPUTSCALE_GRID)
     assert ml["lengthscale"] in [med["lengthscale"] * m for m in LENGTHSCALE_GRID]
     # bound: the same Newton solve of the same K twice; |ΔΨ| ≤ solve.DEFAULT_TOL·|Ψ| each
     assert ml["log_evidence"] >= med["log_evidence"] - 1e-9          # the median point is in the ML grid
-    fixed = nb.methods.create("gp", lengthscale=2.0, outputscale=5.0).fit(blobs, seed=0).fit_info()
+    fixed = nb.methods.create("gp", likelihood="softmax", lengthscale=2.0, outputscale=5.0).fit(blobs, seed=0)
+    fixed = fixed.fit_info()
     assert fixed["lengthscale"] == 2.0 and fixed["outputscale"] == 5.0 and fixed["grid"] is None
 
 
@@ -124,6 +127,10 @@ def test_errors(blobs, monkeypatch):
         nb.methods.create("gp", kernel="matern").fit(blobs)
     with pytest.raises(ValueError, match="gpytorch"):
         nb.methods.create("gp", kernel="ntk", backend="gpytorch").fit(blobs)
+    with pytest.raises(ValueError, match="likelihood"):
+        nb.methods.create("gp", likelihood="softmax", backend="gpytorch").fit(blobs)
+    with pytest.raises(ValueError, match="likelihood"):
+        nb.methods.create("gp", likelihood="probit").fit(blobs)
     with pytest.raises(ValueError, match="outputscale"):
         nb.methods.create("gp", outputscale="median").fit(blobs)
     with pytest.raises(nb.methods.NotFittedError):
@@ -189,7 +196,8 @@ def test_exact_backend_equals_brute_force_dense_laplace():
     """The GP's mode, log evidence and probit predictive equal a dense numpy/scipy Laplace written from R&W."""
     data = tiny_splits(n=24, classes=3, dim=2, seed=1)
     ls, s = 0.5, 4.0                                                  # K well conditioned: dense K⁻¹ is safe
-    gp = nb.methods.create("gp", kernel="rbf", lengthscale=ls, outputscale=s, link="probit").fit(data, seed=0)
+    gp = nb.methods.create("gp", likelihood="softmax", kernel="rbf", lengthscale=ls, outputscale=s,
+                           link="probit").fit(data, seed=0)
     x, xt = data.train.x.double().numpy(), data.test.x.double().numpy()
     k = lambda a, b: s * np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * ls**2))  # noqa: E731
     Y = np.eye(3)[data.train.y.numpy()]
@@ -215,8 +223,8 @@ def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, dep
 
     blobs = tiny_splits(n=30, classes=3, dim=4, seed=0)  # quadrature: 10⁴ nodes per entry
 
-    gp = nb.methods.create("gp", kernel=kernel, activation=activation, depth=depth, outputscale=2.0,
-                           link="probit").fit(blobs, seed=0)
+    gp = nb.methods.create("gp", likelihood="softmax", kernel=kernel, activation=activation, depth=depth,
+                           outputscale=2.0, link="probit").fit(blobs, seed=0)
     x = blobs.train.x.double()
     nngp, ntk = mlp_kernels(x, depth=depth, activation=activation)
     K = 2.0 * (ntk if kernel == "ntk" else nngp)
@@ -224,3 +232,42 @@ def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, dep
     # bound: the same newton_block on the same K (float64): identical up to reduction order, a few ulps × cond
     assert (gp.result_.f - res.f).abs().max() < 1e-10
     assert accuracy(gp.predict(blobs.test.x), blobs.test.y) > 0.8
+
+
+def test_dirichlet_targets_are_gpytorchs():
+    """The closed-form transform equals GPyTorch's DirichletClassificationLikelihood (targets and noise)."""
+    from gpytorch.likelihoods import DirichletClassificationLikelihood
+
+    y = torch.tensor([0, 2, 1, 2, 0, 1])
+    lik = DirichletClassificationLikelihood(y, dtype=torch.float64)
+    targets, var = dirichlet_targets(y, 3)
+    # the same float64 operations in the same order: bit-equal results expected
+    assert torch.equal(targets.t(), lik.transformed_targets) and torch.equal(var.t(), lik.noise)
+
+
+def test_dirichlet_posterior_is_dense_gp_regression():
+    """Predictive mean/variance and log marginal likelihood equal per-class GP regression written out in numpy
+    (constant mean by generalized least squares, noise = transform variance + σ_n²), at the selected (ℓ, s, σ_n²)."""
+    from scipy.stats import multivariate_normal
+
+    data = tiny_splits(n=30, classes=3, dim=2, seed=1)
+    gp = nb.methods.create("gp", lengthscale=0.7, outputscale=4.0).fit(data, seed=0)
+    info = gp.fit_info()
+    assert info["likelihood"] == "dirichlet" and [g[2] for g in info["grid"]] == list(NOISE_GRID)
+    x, xt = data.train.x.double().numpy(), data.test.x.double().numpy()
+    k = lambda a, b: 4.0 * np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * 0.7**2))  # noqa: E731
+    targets, var = (t.numpy() for t in dirichlet_targets(data.train.y, 3))
+    mu, sigma = gp._latent(data.test.x.double())
+    lml = 0.0
+    for c in range(3):
+        A = k(x, x) + np.diag(var[:, c] + info["noise"])
+        one = np.ones(len(x))
+        m = one @ np.linalg.solve(A, targets[:, c]) / (one @ np.linalg.solve(A, one))
+        lml += multivariate_normal(m * one, A).logpdf(targets[:, c])
+        mean = m + k(xt, x) @ np.linalg.solve(A, targets[:, c] - m)
+        v = 4.0 - np.einsum("mn,nm->m", k(xt, x), np.linalg.solve(A, k(x, xt)))
+        # float64 solves of a 30 × 30 system with cond(A) ≲ 1e3: agreement to ~1e-12, asserted at 1e-9
+        assert np.abs(mu[:, c].numpy() - mean).max() < 1e-9 and np.abs(sigma[:, c, c].numpy() - v).max() < 1e-9
+    assert (sigma - torch.diag_embed(sigma.diagonal(dim1=1, dim2=2))).abs().max() == 0  # independent classes
+    assert info["log_marginal_likelihood"] == pytest.approx(lml, abs=1e-9)
+    assert info["log_marginal_likelihood"] == max(g[3] for g in info["grid"])

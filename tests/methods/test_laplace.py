@@ -14,7 +14,8 @@ from ntkbayes import methods
 from ntkbayes.methods import laplace as laplace_mod
 from ntkbayes.utils import MemoryEstimateError
 
-SMALL = {"width": 12, "depth": 1, "dtype": "float64", "epochs": 80, "lr": 0.01}
+# marglik: the GLM tests need a real posterior spread (the default val_nll fit may go to the MAP's κ → ∞)
+SMALL = {"width": 12, "depth": 1, "dtype": "float64", "epochs": 80, "lr": 0.01, "prior_fit": "marglik"}
 
 
 
@@ -92,7 +93,7 @@ def test_marglik_prior_precision_maximizes_the_laplace_evidence(blobs):
 
 
 def test_validation_grid_uses_the_prediction_settings(blobs):
-    m = methods.create("laplace", prior_fit="val_nll", link="mc", num_samples=16, **SMALL).fit(blobs, seed=0)
+    m = methods.create("laplace", **dict(SMALL, prior_fit="val_nll", link="mc", num_samples=16)).fit(blobs, seed=0)
     grid = m.fit_info()["val_nll_grid"]
     best = min(grid, key=grid.get)
     assert float(best) == pytest.approx(m.prior_precision_, rel=1e-3)
@@ -100,6 +101,19 @@ def test_validation_grid_uses_the_prediction_settings(blobs):
     val_nll = float(-probs.gather(1, blobs.val.y.reshape(-1, 1)).log().mean())
     assert grid[best] == pytest.approx(val_nll, rel=1e-12)  # same link, samples and seed as predict
     assert len(set(grid.values())) > 1
+
+
+@pytest.mark.parametrize(("optimum", "expected", "at_edge"), [(1e6, 1e6, False), (1e-6, 1e-6, False),
+                                                            (1e12, 1e8, True)])
+def test_validation_grid_widens_until_the_optimum_is_interior(blobs, monkeypatch, optimum, expected, at_edge):
+    # a validation NLL with its minimum at `optimum`: the grid (1e-4 … 1e4) grows by decades towards it, at most
+    # MAX_GRID_EXTENSIONS (4) decades, and a fit still on the edge says so
+    monkeypatch.setattr(laplace_mod.Laplace, "_val_nll", lambda self, k, data: math.log10(k / optimum) ** 2)
+    m = methods.create("laplace", **dict(SMALL, prior_fit="val_nll")).fit(blobs, seed=0)
+    assert m.prior_precision_ == pytest.approx(expected, rel=1e-9)  # κ = 10^(k/5) built by products: a few ulps
+    assert m.fit_info()["prior_precision_at_edge"] is at_edge
+    tried = sorted(float(k) for k in m.fit_info()["val_nll_grid"])
+    assert tried[0] == pytest.approx(min(1e-4, expected)) or tried[-1] == pytest.approx(max(1e4, expected * 10**0.2))
 
 
 @pytest.mark.parametrize("hessian", ["kron", "diag"])
@@ -133,4 +147,4 @@ def test_batchnorm_and_bad_options_are_refused(blobs):
     laplace_mod.check_no_batchnorm(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.GroupNorm(1, 3)))
     for key, value in [("hessian", "lowrank"), ("subset", "subnetwork"), ("link", "bridge"), ("prior_fit", "cv")]:
         with pytest.raises(ValueError, match=key):
-            methods.create("laplace", **{key: value}, **SMALL).fit(blobs, seed=0)
+            methods.create("laplace", **{**SMALL, key: value}).fit(blobs, seed=0)
