@@ -55,7 +55,7 @@ INFO_COLUMNS = ["converged", "temperature", "grid_edge", "tuned", "explicit"]
 FLAGS = {
     "underfit": ("u", "mean training accuracy more than 0.1 below the best method's on this dataset"),
     "not_converged": ("c", "a fit reported converged = false"),
-    "grid_edge": ("e", "a tuned value lies on the edge of its search grid"),
+    "grid_edge": ("e", "a tuned or fitted hyperparameter lies on the edge of its search grid"),
     "degenerate_temperature": ("t", "a fitted temperature outside [0.2, 5]"),
 }
 
@@ -149,6 +149,17 @@ def _converged(fit_info: Mapping) -> bool | None:
     return None if not values else all(values)
 
 
+#: fit_info keys by which a method says its own hyperparameter fit ended on the edge of its grid (Laplace's prior
+#: precision — at the upper edge Laplace is the MAP's predictive —, the GP's kernel hyperparameters, a temperature).
+FITTED_EDGE_KEYS = {"prior_precision_at_edge": "prior_precision", "at_grid_edge": "kernel_hyperparameters",
+                    "temperature_at_bound": "temperature"}
+
+
+def _fitted_edges(fit_info: Mapping) -> list[str]:
+    """Names of the hyperparameters the fit itself chose on the edge of its grid (``FITTED_EDGE_KEYS``)."""
+    return [name for key, name in FITTED_EDGE_KEYS.items() if fit_info.get(key) is True]
+
+
 def _info(rec: Mapping) -> dict[str, Any]:
     """The ``INFO_COLUMNS`` of a record."""
     fit_info = rec.get("fit_info") or {}
@@ -158,7 +169,7 @@ def _info(rec: Mapping) -> dict[str, Any]:
     explicit = explicit if isinstance(explicit, Mapping) else (sel.get("params") or {})
     return {"converged": _converged(fit_info),
             "temperature": float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else math.nan,
-            "grid_edge": ",".join(sel.get("grid_edge") or []),
+            "grid_edge": ",".join([*(sel.get("grid_edge") or []), *_fitted_edges(fit_info)]),
             "tuned": _param_value(sel["params"]) if sel.get("params") else "",
             "explicit": _param_value(dict(explicit))}
 
