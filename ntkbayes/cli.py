@@ -26,7 +26,9 @@ import os
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ntkbayes.errors import UserError
 
@@ -85,12 +87,8 @@ def _suites_dirs() -> list[Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     from ntkbayes.harness.config import load_suite
     from ntkbayes.harness.runner import run_suite
-    from ntkbayes.harness.workers import sigterm_as_interrupt, start_workers, stop_workers
 
-    if args.address is not None and args.executor != "ray":
-        raise UserError("run: --address needs --executor ray")
-    if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
-        raise UserError(f"run: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
+    _check_runners(args)
     suite = load_suite(resolve_suite_path(args.suite), unknown_methods="fail" if args.dry_run else "error")
     if args.selection is not None and args.no_selection:
         raise UserError("run: --selection and --no-selection exclude each other")
@@ -99,22 +97,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     selection = False if args.no_selection else args.selection
     name = f"{suite.name}-dry-run" if args.dry_run else suite.name
     out = args.out if args.out is not None else str(Path("results") / name)
+    summary, status = _with_workers(args, out, lambda: run_suite(
+        suite, out, device=args.device, seeds=args.seeds, executor=args.executor, progress=not args.no_progress,
+        download=args.download, data_root=args.root, address=args.address, retry_failed=not args.no_retry_failed,
+        threads=args.threads, dry_run=args.dry_run, selection=selection))
+    print(summary)
+    for label, error in summary.failures:
+        print(f"  failed: {label}: {error}", file=sys.stderr)
+    return status
+
+
+def _check_runners(args: argparse.Namespace) -> None:
+    """``--address`` and ``--workers`` of ``run`` and ``tune``: Ray needs no extra runners, local ones need ≥ 1."""
+    if args.address is not None and args.executor != "ray":
+        raise UserError(f"{args.command}: --address needs --executor ray")
+    if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
+        raise UserError(f"{args.command}: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
+
+
+def _with_workers(args: argparse.Namespace, out: str, work: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``work()`` here while ``args.workers - 1`` extra runners of the same command (:func:`_worker_argv`)
+    share the suite; returns ``work``'s result and the worst exit status of the extra runners (0 when none).
+    SIGTERM counts as an interrupt; on an interrupt or error the runners are stopped, else awaited."""
+    from ntkbayes.harness.workers import sigterm_as_interrupt, start_workers, stop_workers
+
     workers, interrupted = [], True
     with sigterm_as_interrupt():
         try:
             if args.workers > 1:
                 workers = start_workers(_worker_argv(args, out), args.workers - 1)
-            summary = run_suite(suite, out, device=args.device, seeds=args.seeds, executor=args.executor,
-                                progress=not args.no_progress, download=args.download, data_root=args.root,
-                                address=args.address, retry_failed=not args.no_retry_failed, threads=args.threads,
-                                dry_run=args.dry_run, selection=selection)
+            result = work()
             interrupted = False
         finally:
             status = stop_workers(workers, interrupted=interrupted)
-    print(summary)
-    for label, error in summary.failures:
-        print(f"  failed: {label}: {error}", file=sys.stderr)
-    return status
+    return result, status
 
 
 def _worker_argv(args: argparse.Namespace, out: str) -> list[str]:
@@ -138,28 +154,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """Runs the tuning trials (``--workers`` runners share them) and writes the selection file."""
     from ntkbayes.harness.config import load_suite
     from ntkbayes.harness.tune import TUNING_DIR, tune_suite
-    from ntkbayes.harness.workers import sigterm_as_interrupt, start_workers, stop_workers
 
-    if args.address is not None and args.executor != "ray":
-        raise UserError("tune: --address needs --executor ray")
-    if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
-        raise UserError(f"tune: --workers expects an integer ≥ 1 with the local executor, got {args.workers}")
+    _check_runners(args)
     suite = load_suite(resolve_suite_path(args.suite))
     out = args.out if args.out is not None else str(Path("results") / suite.name / TUNING_DIR)
     common = dict(objective=args.objective, max_trials=args.max_trials, seeds=args.seeds, download=args.download,
                   data_root=args.root, threads=args.threads, selection_out=args.selection_out)
-    workers, interrupted = [], True
-    with sigterm_as_interrupt():
-        try:
-            if args.workers > 1:
-                workers = start_workers(_worker_argv(args, out), args.workers - 1)
-            summary = tune_suite(suite, out, device=args.device, executor=args.executor, address=args.address,
-                                 progress=not args.no_progress, write=not args.trials_only and not workers,
-                                 **common)
-            interrupted = False
-        finally:
-            status = stop_workers(workers, interrupted=interrupted)
-    if workers and not args.trials_only and status == 0:  # every runner is done: select from the store
+    shared = args.workers > 1
+    summary, status = _with_workers(args, out, lambda: tune_suite(
+        suite, out, device=args.device, executor=args.executor, address=args.address, progress=not args.no_progress,
+        write=not args.trials_only and not shared, **common))
+    if shared and not args.trials_only and status == 0:  # every runner is done: select from the store
         run = summary.run
         summary = tune_suite(suite, out, run_trials=False, **common)
         summary.run = run

@@ -51,6 +51,14 @@ def spirals_raw(n: int, noise: float, turns: float, seed: int) -> tuple[np.ndarr
     return x, y.astype(np.int64)
 
 
+def _splits(name: str, x: np.ndarray, y: np.ndarray, seed: int, opts: dict) -> DatasetSplits:
+    """Both loaders' splits of the sample (x, y), with the OOD set ``far`` of ``opts["n_far"]`` points."""
+    return build_splits(
+        name, x, y, seed=seed, modality="tabular", options=opts, **split_options(name, opts),
+        extra_ood={"far": _far(seed, check_int(name, "n_far", opts["n_far"], 1))}, ood_groups=OOD_GROUPS,
+    )
+
+
 @register("moons", family="synthetic", stand_in=StandIn((2,), 2, OOD_GROUPS))
 def load_moons(
     root: Path,
@@ -77,10 +85,7 @@ def load_moons(
     n = check_int("moons", "n", n, 30)
     noise = check_float("moons", "noise", noise, 0.0, 10.0)
     x, y = make_moons(n_samples=n, noise=noise, random_state=seed % 2**32)
-    return build_splits(
-        "moons", x, y, seed=seed, modality="tabular", options=opts, **split_options("moons", opts),
-        extra_ood={"far": _far(seed, check_int("moons", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
-    )
+    return _splits("moons", x, y, seed, opts)
 
 
 @register("spirals", family="synthetic", stand_in=StandIn((2,), SPIRAL_ARMS, OOD_GROUPS))
@@ -111,7 +116,4 @@ def load_spirals(
         check_float("spirals", "turns", turns, 0.0, 10.0, open_low=True),
         seed,
     )
-    return build_splits(
-        "spirals", x, y, seed=seed, modality="tabular", options=opts, **split_options("spirals", opts),
-        extra_ood={"far": _far(seed, check_int("spirals", "n_far", n_far, 1))}, ood_groups=OOD_GROUPS,
-    )
+    return _splits("spirals", x, y, seed, opts)

@@ -274,16 +274,23 @@ def _dataset_options(name: str) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if k not in LOAD_ARGUMENTS}
 
 
+def _open_table(path: Path, section: str, key: str, label: str, table: Any, what: str) -> tuple[str, dict, str]:
+    """Table ``[SECTION.LABEL]`` of a suite (datasets or methods): (where, a copy of the table without ``key``,
+    the name it gives under ``key``, by default the label); ``what`` says what the table holds."""
+    where = f"{path}: [{section}.{label}]"
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table of {what}, got {type_name(table)}")
+    table = dict(table)
+    name = table.pop(key, label)
+    if not isinstance(name, str):
+        raise UserError(f"{where} {key}: expected a string, got {type_name(name)}")
+    return where, table, name
+
+
 def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
     from ntkbayes import data
 
-    where = f"{path}: [datasets.{label}]"
-    if not isinstance(table, dict):
-        raise UserError(f"{where}: expected a table of dataset options, got {type_name(table)}")
-    table = dict(table)
-    name = table.pop("dataset", label)
-    if not isinstance(name, str):
-        raise UserError(f"{where} dataset: expected a string, got {type_name(name)}")
+    where, table, name = _open_table(path, "datasets", "dataset", label, table, "dataset options")
     known = list(data.available()) if hasattr(data, "available") else []
     if name not in known:
         raise UserError(f"{where}: unknown dataset {name!r}; available: {', '.join(known) or 'none'}")
@@ -321,13 +328,7 @@ def _parse_method(path: Path, label: str, table: Any, unknown_methods: str = "er
                   dataset_labels: tuple[str, ...] = ()) -> MethodSpec:
     from ntkbayes import methods
 
-    where = f"{path}: [methods.{label}]"
-    if not isinstance(table, dict):
-        raise UserError(f"{where}: expected a table of method parameters, got {type_name(table)}")
-    table = dict(table)
-    name = table.pop("method", label)
-    if not isinstance(name, str):
-        raise UserError(f"{where} method: expected a string, got {type_name(name)}")
+    where, table, name = _open_table(path, "methods", "method", label, table, "method parameters")
     only = table.pop("datasets", None)
     if only is not None:
         if not isinstance(only, list) or not only or not all(isinstance(v, str) for v in only):

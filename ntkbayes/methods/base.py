@@ -51,10 +51,10 @@ class NotFittedError(RuntimeError):
 class Method:
     """Base class of every uncertainty method.
 
-    Subclasses set ``name`` and write ``__init__`` with keyword arguments only, each stored under its own name (a
-    subclass of another method declares only its new keywords and passes ``**kwargs`` on). They implement
-    ``_fit(data, seed, device)`` and ``_predict(x) -> Predictive``; the public ``fit``/``predict`` add the checks
-    every method shares.
+    Subclasses set ``name`` and write ``__init__`` with keyword arguments only, each stored under its own name
+    (:meth:`_store_params` does it; a subclass of another method declares only its new keywords and passes
+    ``**kwargs`` on). They implement ``_fit(data, seed, device)`` and ``_predict(x) -> Predictive``; the public
+    ``fit``/``predict`` add the checks every method shares.
 
     Class attributes (each method sets its own; the defaults suit a method that has nothing to say):
         family: comparison family recorded with every result ("ntk", "gp", "laplace", "ensemble", "dropout",
@@ -154,6 +154,18 @@ class Method:
                 self.check_param(key, value)
             except ValueError as exc:
                 raise ValueError(f"{type(self).__name__} {key}: {exc}") from None
+
+    def _store_params(self, values: dict[str, Any]) -> None:
+        """Store each constructor keyword under its own name (scikit-learn style): an ``__init__`` calls
+        ``self._store_params(locals())`` before anything else. Only the named parameters of the ``__init__``
+        methods along the MRO are stored (not ``self``, ``**kwargs`` or other locals)."""
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names = {k for klass in type(self).__mro__ if "__init__" in vars(klass)
+                 for k, p in inspect.signature(vars(klass)["__init__"]).parameters.items()
+                 if k != "self" and p.kind in named}
+        for k, v in values.items():
+            if k in names:
+                setattr(self, k, v)
 
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters the constructor stored (scikit-learn style)."""

@@ -89,19 +89,7 @@ class HMC(Method):
                  chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
                  thin: int = DEFAULT_THIN, max_tree_depth: int = DEFAULT_MAX_TREE_DEPTH,
                  target_accept: float = DEFAULT_TARGET_ACCEPT, sampler_seed: int = 0):
-        self.width = width
-        self.depth = depth
-        self.activation = activation
-        self.w_std = w_std
-        self.b_std = b_std
-        self.weight_decay = weight_decay
-        self.chains = chains
-        self.warmup = warmup
-        self.samples = samples
-        self.thin = thin
-        self.max_tree_depth = max_tree_depth
-        self.target_accept = target_accept
-        self.sampler_seed = sampler_seed
+        self._store_params(locals())
 
     def _check(self) -> None:
         try:

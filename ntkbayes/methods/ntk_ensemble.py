@@ -195,27 +195,7 @@ class NTKEnsemble(Method):
                  max_iter: int = DEFAULT_MAX_ITER, tol: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS, patience: int = DEFAULT_PATIENCE,
                  dtype: DType = DType.AUTO):
-        self.mode = mode
-        self.kernel = kernel
-        self.members = members
-        self.width = width
-        self.depth = depth
-        self.activation = activation
-        self.w_std = w_std
-        self.b_std = b_std
-        self.weight_decay = weight_decay
-        self.anchor = anchor
-        self.label_smoothing = label_smoothing
-        self.prior = prior
-        self.weight_decay_grid = weight_decay_grid
-        self.optimizer = optimizer
-        self.max_iter = max_iter
-        self.tol = tol
-        self.batch_size = batch_size
-        self.lr = lr
-        self.epochs = epochs
-        self.patience = patience
-        self.dtype = dtype
+        self._store_params(locals())
 
     # -- validation ---------------------------------------------------------------------------------------------
     def _resolve(self) -> None:

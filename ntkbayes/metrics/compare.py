@@ -228,6 +228,19 @@ def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((fx - fy).abs() * deltas).sum(-1).reshape(n, c).mean(-1)
 
 
+def check_predictive_pair(where: str, a: Predictive, b: Predictive, names: str, b_side: str = "") -> None:
+    """Raise unless ``a`` and ``b`` are Predictives on the same N ≥ 1 points and C classes: TypeError or
+    ValueError "``where``: ..." (``names``: the two arguments as the message names them; ``b_side`` prefixes b's
+    (N, C), e.g. "reference ")."""
+    if not isinstance(a, Predictive) or not isinstance(b, Predictive):
+        raise TypeError(f"{where}: {names} must be Predictive objects")
+    if a.member_probs.shape[1:] != b.member_probs.shape[1:]:
+        raise ValueError(f"{where}: predictives are on different points or classes: (N, C) = "
+                         f"{tuple(a.member_probs.shape[1:])} vs {b_side}{tuple(b.member_probs.shape[1:])}")
+    if a.num_points == 0:
+        raise ValueError(f"{where}: predictives have no points (N = 0)")
+
+
 def compare(
     pred_a: Predictive,
     pred_b: Predictive,
@@ -248,13 +261,7 @@ def compare(
         ``energy`` and ``w1`` are NaN unless both sides have at least ``MIN_MEMBERS_FOR_DISTRIBUTION`` members;
         ``kl_ab``/``kl_ba`` are +inf where a zero probability meets a positive one (see ``kl_inf_frac``).
     """
-    if not isinstance(pred_a, Predictive) or not isinstance(pred_b, Predictive):
-        raise TypeError("compare: pred_a and pred_b must be Predictive objects")
-    if pred_a.member_probs.shape[1:] != pred_b.member_probs.shape[1:]:
-        raise ValueError(f"compare: predictives are on different points or classes: (N, C) = "
-                         f"{tuple(pred_a.member_probs.shape[1:])} vs {tuple(pred_b.member_probs.shape[1:])}")
-    if pred_a.num_points == 0:
-        raise ValueError("compare: predictives have no points (N = 0)")
+    check_predictive_pair("compare", pred_a, pred_b, "pred_a and pred_b")
     p, q = pred_a.probs, pred_b.probs
     kl_ab, kl_ba = kl_divergence(p, q), kl_divergence(q, p)
     out = {
@@ -283,6 +290,7 @@ __all__ = [
     "MEASURES",
     "MIN_MEMBERS_FOR_DISTRIBUTION",
     "PAIR_BLOCK_ELEMENTS",
+    "check_predictive_pair",
     "compare",
     "energy_distance",
     "js_divergence",

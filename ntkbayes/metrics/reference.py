@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ntkbayes.metrics.compare import top1_agreement, total_variation
+from ntkbayes.metrics.compare import check_predictive_pair, top1_agreement, total_variation
 from ntkbayes.predictive import Predictive
 
 #: Smallest probability the method's predictive is credited with inside ``ref/kl`` (log floor −27.6).
@@ -47,13 +47,7 @@ def reference_metrics(pred: Predictive, ref_pred: Predictive) -> dict[str, float
     Returns:
         The three metrics as floats (means over the N points).
     """
-    if not isinstance(pred, Predictive) or not isinstance(ref_pred, Predictive):
-        raise TypeError("reference_metrics: pred and ref_pred must be Predictive objects")
-    if pred.member_probs.shape[1:] != ref_pred.member_probs.shape[1:]:
-        raise ValueError(f"reference_metrics: predictives are on different points or classes: (N, C) = "
-                         f"{tuple(pred.member_probs.shape[1:])} vs reference {tuple(ref_pred.member_probs.shape[1:])}")
-    if pred.num_points == 0:
-        raise ValueError("reference_metrics: predictives have no points (N = 0)")
+    check_predictive_pair("reference_metrics", pred, ref_pred, "pred and ref_pred", b_side="reference ")
     p, r = pred.probs, ref_pred.probs
     log_p = pred.log_probs.to(torch.float64).clamp_min(math.log(PROB_FLOOR))
     kl = (torch.xlogy(r, r) - torch.where(r > 0, r * log_p, torch.zeros_like(r))).sum(-1).clamp_min(0.0)
