@@ -31,7 +31,7 @@ class DeepEnsemble(MAP):
 
     def __init__(self, *, members: int = DEFAULT_MEMBERS, **kwargs: Any):
         super().__init__(**kwargs)
-        self.members = members
+        self._store_params(locals())
 
     def _fit(self, data, seed, device) -> None:
         self._train(data, seed, device, members=int(self.members))

@@ -185,20 +185,7 @@ class GPClassifier(Method):
                  w_std: float = 1.5, b_std: float = 0.05, max_train: int = DEFAULT_MAX_TRAIN,
                  backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR,
                  likelihood: Likelihood = Likelihood.DIRICHLET):
-        self.likelihood = likelihood
-        self.kernel = kernel
-        self.lengthscale = lengthscale
-        self.outputscale = outputscale
-        self.link = link
-        self.num_samples = num_samples
-        self.depth = depth
-        self.activation = activation
-        self.w_std = w_std
-        self.b_std = b_std
-        self.max_train = max_train
-        self.backend = backend
-        self.train_iters = train_iters
-        self.lr = lr
+        self._store_params(locals())
 
     # -- hyperparameter checks --------------------------------------------------------------------------------
     def _check(self) -> None:

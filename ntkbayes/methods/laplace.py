@@ -142,11 +142,7 @@ class Laplace(MAP):
                  link: GaussianLink = DEFAULT_LINK, prior_fit: PriorFit = DEFAULT_PRIOR_FIT,
                  num_samples: int = DEFAULT_NUM_SAMPLES, **kwargs: Any):
         super().__init__(**kwargs)
-        self.subset = subset
-        self.hessian = hessian
-        self.link = link
-        self.prior_fit = prior_fit
-        self.num_samples = num_samples
+        self._store_params(locals())
 
     # -- fit ------------------------------------------------------------------------------------------------------
     def _fit(self, data, seed: int, device: torch.device) -> None:

@@ -31,8 +31,7 @@ class Logistic(Method):
     param_bounds = {"weight_decay": (0.0, None), "max_iter": (1, None)}
 
     def __init__(self, *, weight_decay: float = DEFAULT_WEIGHT_DECAY, max_iter: int = DEFAULT_MAX_ITER):
-        self.weight_decay = weight_decay
-        self.max_iter = max_iter
+        self._store_params(locals())
 
     def _fit(self, data, seed: int, device: torch.device) -> None:
         x = data.train.x.flatten(1).to(device=device, dtype=torch.float64)

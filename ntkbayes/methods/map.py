@@ -104,21 +104,7 @@ class MAP(Method):
                  epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE, patience: int = DEFAULT_PATIENCE,
                  optimizer: Optimizer = Optimizer.ADAM, max_iter: int = DEFAULT_MAX_ITER, arch: str = "mlp",
                  dtype: DType = DType.FLOAT32):
-        self.width = width
-        self.depth = depth
-        self.activation = activation
-        self.w_std = w_std
-        self.b_std = b_std
-        self.weight_decay = weight_decay
-        self.label_smoothing = label_smoothing
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.patience = patience
-        self.optimizer = optimizer
-        self.max_iter = max_iter
-        self.arch = arch
-        self.dtype = dtype
+        self._store_params(locals())
 
     # -- shared by the subclasses ---------------------------------------------------------------------------------
     @property

@@ -47,8 +47,7 @@ class MCDropout(MAP):
 
     def __init__(self, *, dropout: float = DEFAULT_DROPOUT, num_samples: int = DEFAULT_NUM_SAMPLES, **kwargs: Any):
         super().__init__(**kwargs)
-        self.dropout = dropout
-        self.num_samples = num_samples
+        self._store_params(locals())
 
     def _fit(self, data, seed, device) -> None:
         self._train(data, seed, device, members=1, dropout=float(self.dropout))

@@ -84,7 +84,7 @@ class Temperature(MAP):
 
     def __init__(self, *, log_t_prior_sd: float = DEFAULT_LOG_T_PRIOR_SD, **kwargs: Any):
         super().__init__(**kwargs)
-        self.log_t_prior_sd = log_t_prior_sd
+        self._store_params(locals())
 
     def _fit(self, data, seed, device) -> None:
         prior_sd = float(self.log_t_prior_sd)
