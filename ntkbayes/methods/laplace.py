@@ -146,7 +146,9 @@ class Laplace(MAP):
 
     # -- fit ------------------------------------------------------------------------------------------------------
     def _fit(self, data, seed: int, device: torch.device) -> None:
-        from laplace import Laplace as LaplaceTorch
+        with warnings.catch_warnings():  # laplace-torch imports asdl, which calls the deprecated torch.jit.script
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+            from laplace import Laplace as LaplaceTorch
 
         subset, hessian, prior_fit = Subset(self.subset), Hessian(self.hessian), PriorFit(self.prior_fit)
         self._train(data, seed, device, members=1)
