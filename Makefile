@@ -46,6 +46,7 @@ render: $(STAMP)
 	$(NTKBAYES) leaderboard $(OUT) --format md --output $(OUT)/leaderboard.md
 	$(NTKBAYES) leaderboard $(OUT) --format csv --output $(OUT)/leaderboard.csv
 	$(NTKBAYES) leaderboard $(OUT) --format latex --output $(OUT)/leaderboard.tex
+	$(NTKBAYES) leaderboard $(OUT) --format latex --layout datasets --output $(OUT)/leaderboard_by_metric.tex
 	$(NTKBAYES) leaderboard $(OUT) --format html --output $(OUT)/leaderboard.html
 	$(if $(SHIFT_DATASETS),$(NTKBAYES) leaderboard $(OUT) --format md --metrics 'shift/*' \
 	  --datasets $(SHIFT_DATASETS) --output $(OUT)/leaderboard_shift.md)

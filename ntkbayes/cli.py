@@ -398,6 +398,9 @@ def _plain_store_warnings():
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ntkbayes`` console script; returns the exit status."""
+    # Dependencies (laplace-torch's asdl, among others) call torch.jit.script, deprecated in torch 2.14: a warning
+    # about their code, printed at the first fit of every run, that a user can do nothing about.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
     try:
         args = build_parser().parse_args(argv)
         with _plain_store_warnings():
