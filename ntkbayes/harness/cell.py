@@ -130,7 +130,8 @@ def _git_state() -> tuple[str | None, bool | None]:
         if top.returncode != 0 or Path(top.stdout.strip()).resolve() != repo:
             return None, None  # an installed copy: a surrounding repository is not ours
         commit = git("rev-parse", "HEAD").stdout.strip() or None
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        # dirty = the code differs from the commit; results/ (which the run itself appends to) does not count
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results").stdout.strip() != ""
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
         return None, None
