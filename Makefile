@@ -43,15 +43,7 @@ tune: $(STAMP)
 	$(NTKBAYES) tune $(SUITE) --out $(OUT)/tuning --workers 2
 
 render: $(STAMP)
-	$(NTKBAYES) leaderboard $(OUT) --format md --output $(OUT)/leaderboard.md
-	$(NTKBAYES) leaderboard $(OUT) --format csv --output $(OUT)/leaderboard.csv
-	$(NTKBAYES) leaderboard $(OUT) --format latex --output $(OUT)/leaderboard.tex
-	$(NTKBAYES) leaderboard $(OUT) --format latex --layout datasets --output $(OUT)/leaderboard_by_metric.tex
-	$(NTKBAYES) leaderboard $(OUT) --format html --output $(OUT)/leaderboard.html
-	$(if $(SHIFT_DATASETS),$(NTKBAYES) leaderboard $(OUT) --format md --metrics 'shift/*' \
-	  --datasets $(SHIFT_DATASETS) --output $(OUT)/leaderboard_shift.md)
-	$(NTKBAYES) compare $(OUT)
-	$(NTKBAYES) report $(OUT)
+	$(NTKBAYES) render $(OUT) $(if $(SHIFT_DATASETS),--shift-datasets $(SHIFT_DATASETS))
 
 reproduce: $(STAMP)
 	rm -rf $(OUT)/records.jsonl $(OUT)/records.jsonl.lock $(OUT)/predictions $(OUT)/claims

@@ -1,4 +1,4 @@
-"""The ``ntkbayes`` command: ``run | tune | list | leaderboard | compare | report | lazy`` (design.md layout).
+"""The ``ntkbayes`` command: ``run | tune | list | leaderboard | compare | report | render | lazy`` (design.md layout).
 
 ``ntkbayes run [SUITE]`` runs a suite file (default ``benchmarks/suites/default.toml``; a bare name such as
 ``smoke`` means ``benchmarks/suites/smoke.toml``) into ``results/<suite name>`` and resumes where it stopped;
@@ -267,6 +267,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The leaderboards ``ntkbayes render`` writes into a results directory: file name → ``leaderboard`` arguments (the
+#: CSV files come from ``write_csv``; ``leaderboard_shift.md`` when ``--shift-datasets`` names datasets).
+RENDERED_LEADERBOARDS = {"leaderboard.md": {"fmt": "md"}, "leaderboard.tex": {"fmt": "latex"},
+                         "leaderboard_by_metric.tex": {"fmt": "latex", "layout": "datasets"},
+                         "leaderboard.html": {"fmt": "html"}}
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Everything a results directory shows, in one process (the store read once, one warning per bad line):
+    leaderboards (Markdown, CSV with its companions, LaTeX by dataset and by metric, HTML, the shift table),
+    the comparisons and the report page."""
+    from ntkbayes.report.comparison import compare_store
+    from ntkbayes.report.export import leaderboard, write_csv
+    from ntkbayes.report.html import build_report
+
+    root = Path(args.dir)
+    written = write_csv(root, root / "leaderboard.csv")
+    tables = {name: leaderboard(root, **kw) for name, kw in RENDERED_LEADERBOARDS.items()}
+    if args.shift_datasets:
+        tables["leaderboard_shift.md"] = leaderboard(root, "md", metrics=["shift/*"], datasets=args.shift_datasets)
+    for name, text in tables.items():
+        (root / name).write_text(text, encoding="utf-8")
+        written.append(root / name)
+    results = compare_store(root)
+    page = build_report(root)
+    print(f"rendered {root}: {', '.join(p.name for p in written)}; compare/ ({len(results)} datasets), figures/, "
+          f"{page.name}")
+    return 0
+
+
 def cmd_lazy(args: argparse.Namespace) -> int:
     """Runs the lazy-regime study into ``--out`` (default ``results/<study name>``)."""
     import torch
@@ -352,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", nargs="+", help="only these method labels")
     c.add_argument("--output", help="output directory for tables and figures (default DIR)")
     c.set_defaults(func=cmd_compare)
+
+    rd = sub.add_parser("render", help="leaderboards, comparisons and report of a results directory, in one go")
+    rd.add_argument("dir", help="results directory")
+    rd.add_argument("--shift-datasets", nargs="+", help="also write leaderboard_shift.md for these datasets")
+    rd.set_defaults(func=cmd_render)
 
     rp = sub.add_parser("report", help="static HTML report of a results directory")
     rp.add_argument("dir", help="results directory")
