@@ -443,7 +443,8 @@ def to_csv(tidy: pd.DataFrame, agg: pd.DataFrame) -> str:
 
 def summary_csv(agg: pd.DataFrame) -> str:
     """Summary CSV: dataset, method, family, metric, mean, std, n, ci_low, ci_high, best, rank (full precision),
-    then the sanity flags (one column each, "*" when raised) and the row's parameters."""
+    then the sanity flags (one column each, "*" when raised) and the row's parameters. A metric with no value (one
+    the method cannot produce, or every seed failed: the long CSV has the status) has no row."""
     from ntkbayes.results import FLAGS
 
     cols = ["dataset", "method", "family", "metric", "mean", "std", "n", "ci_low", "ci_high", "best", "rank",
@@ -451,7 +452,7 @@ def summary_csv(agg: pd.DataFrame) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
-    for r in agg[agg["metric"].notna()].itertuples():
+    for r in agg[agg["metric"].notna() & (agg["n"] > 0)].itertuples():  # n = 0: a metric the method lacks
         num = [("" if not math.isfinite(v) else repr(float(v))) for v in (r.mean, r.std)]
         ci = [("" if not math.isfinite(v) else repr(float(v))) for v in (r.ci_low, r.ci_high)]
         w.writerow([r.dataset, r.method, r.family, r.metric, *num, r.n, *ci, "*" if r.best else "",

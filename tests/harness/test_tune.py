@@ -138,7 +138,8 @@ def test_run_applies_selection(tmp_path):
     from ntkbayes.report.export import leaderboard
 
     md = leaderboard(tmp_path / "out", "md")
-    assert "| tun ᵉ |" in md and "Flags: e: a tuned value lies on the edge" in md and "Parameters: " in md
+    assert "| tun ᵉ |" in md and "Parameters: " in md
+    assert "Flags: e: a tuned or fitted hyperparameter lies on the edge" in md
     plain = run_suite(suite, tmp_path / "plain", progress=False, selection=False)
     assert plain.selection is None
 
