@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import inspect
 import platform
 import resource
 import socket
@@ -220,11 +219,8 @@ def load_data(cell: Cell):
     if key in _DATA_CACHE:
         _DATA_CACHE.move_to_end(key)
         return _DATA_CACHE[key]
-    extra = {}
-    if cell.stand_in and "stand_in" in inspect.signature(data.load).parameters:  # until ntkbayes.data has it
-        extra["stand_in"] = True
     splits = data.load(cell.dataset, root=cell.data_root, seed=cell.seed, download=cell.download,
-                       **dict(cell.dataset_options), **extra)
+                       stand_in=cell.stand_in, **dict(cell.dataset_options))
     _DATA_CACHE[key] = splits
     while len(_DATA_CACHE) > DATA_CACHE_SIZE:
         _DATA_CACHE.popitem(last=False)
@@ -348,8 +344,8 @@ def run_cell(cell: Cell, device: str = "auto") -> tuple[dict[str, Any], dict[str
             arrays["grid_x"] = grid.numpy()
             arrays["grid_probs"] = method.predict(grid).member_probs.numpy().astype(np.float32)
         stage = "evaluate"
-        groups = getattr(data, "ood_groups", None)  # near/far OOD sets (docs/benchmarks.md)
-        scores = metrics.evaluate(test_pred, data.test.y, ood=ood_preds, **({"ood_groups": groups} if groups else {}))
+        # near/far OOD sets (docs/benchmarks.md)
+        scores = metrics.evaluate(test_pred, data.test.y, ood=ood_preds, ood_groups=data.ood_groups)
         shift_seconds = None
         if cell.shift:
             stage = "shift"

@@ -130,7 +130,7 @@ def dry_run_suite(suite: Suite) -> Suite:
         registered = ms.name in methods.available()
         cls = methods.get(ms.name) if registered else None
         defaults = cls.param_defaults() if registered else {}
-        caps = {k: c for k, c in dict(getattr(cls, "dry_run_params", None) or {}).items() if k in defaults}
+        caps = {k: c for k, c in dict(cls.dry_run_params if cls else {}).items() if k in defaults}
         params = {**ms.params, **{k: _cap(ms.params.get(k, defaults[k]), c) for k, c in caps.items()
                                   if k not in ms.sweep}}
         sweep = {}

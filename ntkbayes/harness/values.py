@@ -121,11 +121,8 @@ def check_value(value: Any, default: Any, where: str, kinds: frozenset[str] = fr
 def check_param(cls: type, key: str, value: Any, where: str) -> Any:
     """``value`` validated by the method class's ``check_param(key, value)`` (enum membership, bounds such as
     ``members ≥ 1``) and normalized; its ValueError becomes a UserError "FILE: [methods.LABEL] KEY: message"."""
-    check = getattr(cls, "check_param", None)
-    if check is None:  # a method class without the hook (ntkbayes.methods.base provides it)
-        return value
     try:
-        return normalize(check(key, value))
+        return normalize(cls.check_param(key, value))
     except (ValueError, TypeError) as e:
         raise UserError(f"{where} {key}: {' '.join(str(e).split())}") from None
 

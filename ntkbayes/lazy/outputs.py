@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from ntkbayes.lazy.config import LazyConfig
-from ntkbayes.methods.map import member_seeds
 from ntkbayes.ntk.solve import Anchor
 from ntkbayes.report.comparison import markdown_table
+from ntkbayes.seeding import member_seeds
 
 #: Measures whose log-log slope against width is fitted (per dataset and regime, over all member rows).
 SLOPE_METRICS = ("kernel_drift", "lin_gap_max_logit", "lin_gap_tv_mean", "param_movement")

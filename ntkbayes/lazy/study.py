@@ -19,11 +19,11 @@ from ntkbayes import methods, training
 from ntkbayes.data.splits import DatasetSplits, Split
 from ntkbayes.lazy.config import LazyConfig, Regime
 from ntkbayes.lazy.outputs import fit_slopes, write_outputs
-from ntkbayes.methods.map import member_seeds
 from ntkbayes.metrics.compare import total_variation
 from ntkbayes.models import MLP
 from ntkbayes.ntk.diagnostics import LazyTracker, kernel_drift, linearization_gap, parameter_movement
 from ntkbayes.ntk.solve import Anchor
+from ntkbayes.seeding import member_seeds
 from ntkbayes.utils import resolve_device
 
 #: Pairs of modes compared in the agreement part.
@@ -46,12 +46,10 @@ def subsample(ds: DatasetSplits, cfg: LazyConfig) -> DatasetSplits:
 # -- the three parts ----------------------------------------------------------------------------------------------
 def _fit(cfg: LazyConfig, sub: DatasetSplits, regime: Regime, width: int, mode: str, device: torch.device):
     """An ``ntk_ensemble`` of ``cfg.members`` members, float64, full-batch L-BFGS to ``convergence.tol``."""
-    # λ is ``weight_decay`` (docs/math.md §0); older versions of the method called it ``reg``
-    lam = "weight_decay" if "weight_decay" in methods.get("ntk_ensemble").param_defaults() else "reg"
     m = methods.create("ntk_ensemble", mode=mode, kernel="empirical", members=cfg.members, width=int(width),
                        anchor=regime.anchor, label_smoothing=regime.label_smoothing, optimizer="lbfgs",
                        dtype="float64", tol=cfg.convergence["tol"], max_iter=cfg.convergence["max_iter"],
-                       **{lam: regime.reg}, **cfg.model)
+                       weight_decay=regime.reg, **cfg.model)  # λ of docs/math.md §0
     return m.fit(sub, seed=cfg.seed, device=device)
 
 
