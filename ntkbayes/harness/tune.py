@@ -6,6 +6,10 @@ For each dataset × method row × seed of the suite:
    own file) minus every key the suite's table sets (a value or a sweep fixes the key: only unfixed keys are
    searched). Values are checked with the class's ``check_param``. An empty space means nothing to tune: the row
    runs with the suite's parameters.
+   A key the method selects itself more cheaply (``Method.inner_search``, e.g. the NTK ensemble's λ in kernel
+   mode, where one kernel serves every λ) is handed to the method as its whole list in one trial when the
+   objective is validation NLL, the method's own criterion; the value it chose (its ``fit_info``) is the one
+   selected.
 2. **Trials.** The grid (product of the values, keys sorted) if it has at most ``max_trials`` points (default
    :data:`DEFAULT_MAX_TRIALS`, the same budget for every method); else a deterministic subsample of
    ``max_trials`` points: the grid points ranked by the SHA-256 of their canonical JSON, taking first points that
@@ -80,6 +84,8 @@ class Trial:
     base: Cell
     point: Mapping[str, Any]
     cell: Cell
+    inner: tuple[str, ...] = ()
+    """Searched keys the method chose itself in this trial (module docstring, step 1)."""
 
 
 @dataclass
@@ -130,6 +136,16 @@ def search_space(suite: Suite, ms: MethodSpec) -> dict[str, list]:
     return space
 
 
+def inner_keys(suite: Suite, ms: MethodSpec, space: Mapping[str, list], objective: Objective) -> dict[str, str]:
+    """Searched key → list parameter, for the keys of ``space`` the method selects itself (validation NLL only)."""
+    from ntkbayes import methods
+
+    if objective is not Objective.VAL_NLL or not space:
+        return {}
+    inner = methods.get(ms.name).inner_search(dict(ms.params))
+    return {k: v for k, v in inner.items() if k in space}
+
+
 def trial_points(space: Mapping[str, list], max_trials: int = DEFAULT_MAX_TRIALS) -> list[dict[str, Any]]:
     """The trials of a space under a budget (module docstring, step 2); [] for an empty space."""
     if not space:
@@ -162,30 +178,35 @@ def grid_edge(space: Mapping[str, list], point: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def trials(suite: Suite, cells: list[Cell], max_trials: int = DEFAULT_MAX_TRIALS) -> tuple[list[Trial], list[str]]:
+def trials(suite: Suite, cells: list[Cell], max_trials: int = DEFAULT_MAX_TRIALS,
+           objective: Objective = Objective.VAL_NLL) -> tuple[list[Trial], list[str]]:
     """The trials of every cell of the suite, and the row labels with nothing to search."""
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise UserError(f"--max-trials: expected an integer ≥ 1, got {max_trials!r}")
     specs = {ms.label: ms for ms in suite.methods}
-    spaces: dict[str, dict[str, list]] = {}
+    spaces: dict[str, tuple[dict[str, list], dict[str, str]]] = {}
     out, untuned = [], []
     for base in cells:
         table = base.method_label.split("[", 1)[0]
         if table not in spaces:
-            spaces[table] = search_space(suite, specs[table])
-        points = trial_points(spaces[table], max_trials)
+            space = search_space(suite, specs[table])
+            spaces[table] = space, inner_keys(suite, specs[table], space, objective)
+        space, inner = spaces[table]
+        outer = {k: v for k, v in space.items() if k not in inner}
+        points = trial_points(outer, max_trials) or ([{}] if inner else [])
         if not points and base.method_label not in untuned:
             untuned.append(base.method_label)
+        lists = {param: list(space[key]) for key, param in inner.items()}
         for point in points:
             point = normalize(point)
-            resolved = normalize({**base.resolved_params, **point})
+            resolved = normalize({**base.resolved_params, **point, **lists})
             rid = run_id_of(base.dataset, base.resolved_options, base.method, resolved, base.seed,
                             evaluation_of((), base.tf32, validation_only=True))
-            tag = ",".join(f"{k}={format_value(v)}" for k, v in point.items())
+            tag = ",".join([f"{k}={format_value(v)}" for k, v in point.items()] + [f"{k}=inner" for k in inner])
             cell = dataclasses.replace(base, method_label=f"{base.method_label}[{tag}]",
-                                       params={**base.params, **point}, resolved_params=resolved, run_id=rid,
-                                       shift=(), validation_only=True)
-            out.append(Trial(base, point, cell))
+                                       params={**base.params, **point, **lists}, resolved_params=resolved,
+                                       run_id=rid, shift=(), validation_only=True)
+            out.append(Trial(base, point, cell, tuple(inner)))
     return out, untuned
 
 
@@ -211,8 +232,12 @@ def select(all_trials: list[Trial], records: Mapping[str, dict], objective: Obje
             continue
         _, _, value, best = min(scored, key=lambda s: (s[0], s[1]))
         space = spaces[base.method_label.split("[", 1)[0]]
-        choice = {"params": dict(best.point), "value": value, "trials": len(scored),
-                  "grid_edge": grid_edge(space, best.point)}
+        fit_info = records[best.cell.run_id].get("fit_info") or {}
+        if any(k not in fit_info for k in best.inner):
+            no_choice.append(base.label)
+            continue
+        params = {**best.point, **{k: normalize({k: fit_info[k]})[k] for k in best.inner}}
+        choice = {"params": params, "value": value, "trials": len(scored), "grid_edge": grid_edge(space, params)}
         out.setdefault(base.dataset_label, {}).setdefault(base.method_label, {})[str(base.seed)] = choice
     return out, no_choice
 
@@ -227,8 +252,11 @@ def trials_csv(all_trials: list[Trial], records: Mapping[str, dict], objective: 
         rec = records.get(t.cell.run_id) or {}
         value = (rec.get("metrics") or {}).get(objective.value)
         choice = sel.get(t.base.dataset_label, {}).get(t.base.method_label, {}).get(str(t.base.seed))
-        chosen = choice is not None and canonical_json(choice["params"]) == canonical_json(t.point)
-        w.writerow([t.base.dataset_label, t.base.method_label, t.base.seed, canonical_json(t.point),
+        outer = {k: v for k, v in (choice or {}).get("params", {}).items() if k not in t.inner}
+        chosen = choice is not None and canonical_json(outer) == canonical_json(t.point)
+        searched = {**t.point, **{k: t.cell.params[k] for k in t.cell.params if k not in t.base.params
+                                  and k not in t.point}}
+        w.writerow([t.base.dataset_label, t.base.method_label, t.base.seed, canonical_json(searched),
                     rec.get("status", "missing"), "" if value is None else repr(float(value)), "*" if chosen else "",
                     t.cell.run_id])
     return buf.getvalue()
@@ -254,7 +282,7 @@ def tune_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike | No
         suite = load_suite(suite)
     out_dir = Path(out_dir) if out_dir is not None else Path("results") / suite.name / TUNING_DIR
     cells = suite.cells(seeds, data_root=data_root, download=download, threads=threads)
-    all_trials, untuned = trials(suite, cells, max_trials)
+    all_trials, untuned = trials(suite, cells, max_trials, objective)
     if run_trials:
         run = run_cells(suite, [t.cell for t in all_trials], out_dir, device=device, executor=executor,
                         progress=progress, address=address, threads=threads, t_start=t_start)
@@ -277,5 +305,5 @@ def tune_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike | No
     return summary
 
 
-__all__ = ["DEFAULT_MAX_TRIALS", "TUNING_DIR", "Objective", "Trial", "TuneSummary", "grid_edge", "search_space",
-           "select", "trial_points", "trials", "trials_csv", "tune_suite"]
+__all__ = ["DEFAULT_MAX_TRIALS", "TUNING_DIR", "Objective", "Trial", "TuneSummary", "grid_edge", "inner_keys",
+           "search_space", "select", "trial_points", "trials", "trials_csv", "tune_suite"]

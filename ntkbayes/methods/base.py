@@ -120,6 +120,14 @@ class Method:
         return list(out.values())
 
     @classmethod
+    def inner_search(cls, params: dict[str, Any]) -> dict[str, str]:
+        """Searched keys this method selects itself, more cheaply than one tuning trial per value, for a suite
+        table with ``params``: key → the constructor parameter that takes the list of candidates. The method
+        keeps the candidate with the best validation NLL and records it as ``fit_info()[key]``; the tuner
+        (docs/tuning.md) then runs one trial for all of a key's values. Default: none."""
+        return {}
+
+    @classmethod
     def param_defaults(cls) -> dict[str, Any]:
         """Constructor arguments and their defaults (``inspect.Parameter.empty`` where there is none), merged
         along the MRO."""

@@ -174,7 +174,8 @@ class GPClassifier(Method):
     family = "gp"
     test_params: ClassVar[dict[str, Any]] = {"num_samples": 4, "train_iters": 5, "max_train": 200}
     dry_run_params: ClassVar[dict[str, Any]] = {"max_train": 64, "num_samples": 8, "train_iters": 3}
-    search_space: ClassVar[dict[str, list]] = {"kernel": ["rbf", "nngp", "ntk"], "outputscale": ["ml", 1.0, 10.0]}
+    #: The kernel family; its scales are fitted inside the method by the marginal likelihood.
+    search_space: ClassVar[dict[str, list]] = {"kernel": ["rbf", "nngp", "ntk"]}
     param_bounds = {"num_samples": (1, None), "depth": (0, None), "w_std": (0.0, None), "b_std": (0.0, None),
                     "max_train": (2, None), "train_iters": (1, None), "lr": (0.0, None)}
     param_checks = {"lengthscale": _scale_check(("median", "ml")), "outputscale": _scale_check(("ml",))}

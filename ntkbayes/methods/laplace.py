@@ -135,7 +135,8 @@ class Laplace(MAP):
     family = "laplace"
     test_params: ClassVar[dict[str, Any]] = {**MAP.test_params, "num_samples": 4}
     dry_run_params: ClassVar[dict[str, Any]] = {**MAP.dry_run_params, "num_samples": 8}
-    search_space: ClassVar[dict[str, list]] = {**MAP.search_space, "prior_fit": ["marglik", "val_nll"]}
+    #: The MAP's weight decay; the prior precision is fitted inside the method (``prior_fit``), so it is not searched.
+    search_space: ClassVar[dict[str, list]] = MAP.search_space
     param_bounds = {**MAP.param_bounds, "num_samples": (1, None)}
 
     def __init__(self, *, subset: Subset = DEFAULT_SUBSET, hessian: Hessian = DEFAULT_HESSIAN,

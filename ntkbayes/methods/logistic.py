@@ -27,7 +27,7 @@ class Logistic(Method):
     name = "logistic"
     family = "linear"
     dry_run_params: ClassVar[dict[str, Any]] = {"max_iter": 10}
-    search_space: ClassVar[dict[str, list]] = {"weight_decay": [1e-4, 1e-3, 1e-2, 1e-1]}
+    search_space: ClassVar[dict[str, list]] = {"weight_decay": [1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]}
     param_bounds = {"weight_decay": (0.0, None), "max_iter": (1, None)}
 
     def __init__(self, *, weight_decay: float = DEFAULT_WEIGHT_DECAY, max_iter: int = DEFAULT_MAX_ITER):

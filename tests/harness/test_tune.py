@@ -170,3 +170,33 @@ def test_cli_tune_then_run(tmp_path, capsys):
     assert "tuned parameters from" in capsys.readouterr().out
     assert main(["tune", str(suite), "--objective", "test/acc", "--no-progress"]) == 2
     assert "--objective: expected one of" in capsys.readouterr().err
+
+
+def test_inner_search_selects_what_separate_trials_select(tmp_path):
+    """Kernel-mode NTK ensemble: λ is chosen inside one trial per seed (one kernel for every λ); the choice is the λ
+    whose own trial has the lowest validation NLL, and the grid-edge rule sees the whole λ grid."""
+    from ntkbayes.methods.ntk_ensemble import NTKEnsemble
+
+    lams = [1e-4, 1e-3, 1e-2, 1e-1]
+    fixed = {"mode": "kernel", "kernel": "analytic", "members": 2, "width": 16, "depth": 1}
+    raw = {"seeds": [0], "threads": 1, "datasets": {"blobs": {"dataset": DATASET}},
+           "methods": {"k": {"method": "ntk_ensemble", **fixed}}}
+    (tmp_path / "t.toml").write_text("")
+    suite = parse_suite(raw, tmp_path / "t.toml")
+    old = NTKEnsemble.search_space
+    NTKEnsemble.search_space = {"weight_decay": lams}
+    try:
+        inner = tune.tune_suite(suite, tmp_path / "tuning", progress=False)
+        assert inner.run.ok == 1  # one trial for the whole λ grid
+        choice = load_selection(tmp_path / "t.selected.toml")["select"]["blobs"]["k"]["0"]
+        separate = tune.tune_suite(suite, tmp_path / "sep", objective="val/acc", progress=False, write=False)
+        assert separate.run.ok == len(lams)  # another objective: one trial per λ
+    finally:
+        NTKEnsemble.search_space = old
+    nll = {r["params"]["weight_decay"]: r["metrics"]["val/nll"] for r in ResultsStore(tmp_path / "sep").records()}
+    best = min(nll, key=nll.get)
+    assert choice["params"] == {"weight_decay": best}
+    assert choice["value"] == pytest.approx(nll[best], rel=1e-9, abs=1e-12)  # the same fit, float64 kernel solve
+    assert choice["grid_edge"] == (["weight_decay"] if best in (lams[0], lams[-1]) else [])
+    trials_csv = (tmp_path / "tuning" / "trials.csv").read_text()
+    assert "weight_decay_grid" in trials_csv and trials_csv.count("\n") == 2
