@@ -23,6 +23,18 @@ math.md (a)); the output scale s is fixed or chosen by the Laplace log evidence 
 ``num_samples`` members, each softmax(f^(s)) of a latent sample f^(s) ~ N(μ*, Σ*) (MC link), so mutual
 information and variance measure the GP's epistemic spread; ``link="probit"`` gives one member softmax(κ∘μ*).
 
+``inference="mcmc"``: the exact softmax-likelihood posterior (no Laplace approximation) of the latents at the
+training points, sampled by :func:`ntkbayes.samplers.sample_gp_classification` (NUTS on whitened latents by
+default; docs/math.md (f)). Prior covariance per class: s·k for ``rbf``/``nngp`` with (ℓ, s) chosen exactly as
+``likelihood="softmax"`` chooses them (fixed numbers, the median heuristic, or the Laplace evidence of this same
+softmax model: empirical Bayes, then the exact posterior under the chosen hyperparameters); for ``ntk`` the prior
+is Θ/κ, κ = λN (λ = ``weight_decay``), the GP whose MAP each member of ``ntk_ensemble`` is (math.md (c)), and
+``outputscale`` is not used. The predictive has one member per kept draw (S = chains · (samples // thin)): the
+test logits given that draw (``GPClassificationPosterior.predict_logits``). Convergence is recorded as ``hmc``
+records it (function-space R-hat and bulk ESS on the validation probabilities, ``flagged``). The training set
+is subsampled to ``max_train`` as for the other inference routes, and more than ``MCMC_MAX_TRAIN`` points are
+refused.
+
 ``backend="gpytorch"``: for larger data on a GPU, GPyTorch's Dirichlet-based classification (Milios et al.,
 NeurIPS 2018: ``DirichletClassificationLikelihood`` turns labels into heteroscedastic Gaussian regression targets
 on log-Dirichlet latents), an ``ExactGP`` with one RBF GP per class (``batch_shape = C``) trained by Adam on the exact
@@ -32,6 +44,7 @@ marginal likelihood; the predictive samples the latent f from its marginals and 
 from __future__ import annotations
 
 import math
+import time
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -43,6 +56,15 @@ from ntkbayes.methods.base import GaussianLink, Method
 from ntkbayes.models import Activation
 from ntkbayes.ntk import posterior, solve
 from ntkbayes.predictive import Predictive
+from ntkbayes.samplers import diagnostics
+from ntkbayes.samplers.gp_classification import (
+    DEFAULT_CHAINS,
+    DEFAULT_SAMPLES,
+    DEFAULT_THIN,
+    DEFAULT_WARMUP,
+    Sampler,
+    sample_gp_classification,
+)
 from ntkbayes.seeding import derive_seed
 from ntkbayes.training import seeded_rng
 from ntkbayes.utils import check_memory
@@ -75,6 +97,13 @@ PREDICT_ROWS = 1024
 #: Adam steps and step size for the GPyTorch backend (GPyTorch's Dirichlet classification example uses 50 at 0.1).
 DEFAULT_TRAIN_ITERS = 100
 DEFAULT_LR = 0.1
+#: Largest N that ``inference="mcmc"`` samples (after the ``max_train`` subsample). One NUTS gradient costs
+#: O(N²C) (the whitened latents times chol K) and the tree depth grows with N; the sampler's default chain lengths
+#: were measured at N = 360 (moons, ~1 min of one CPU thread), so N = 1000 is several times that per chain.
+MCMC_MAX_TRAIN = 1000
+#: λ of the ``ntk`` kernel's prior Θ/(λN) under ``inference="mcmc"``: the ``ntk_ensemble`` default, so both
+#: describe the same GP prior unless a suite sets another one for both.
+DEFAULT_WEIGHT_DECAY = 1e-3
 
 
 class Covariance(str, Enum):
@@ -95,6 +124,17 @@ class Likelihood(str, Enum):
     """Dirichlet-based GP classification: exact GP regression of log-Dirichlet targets, ML-II on a grid."""
     SOFTMAX = "softmax"
     """Softmax likelihood with the Laplace approximation (under-confident on nearly separable data)."""
+
+
+class Inference(str, Enum):
+    """How the posterior is computed (exact backend)."""
+
+    ANALYTIC = "analytic"
+    """The likelihood's closed-form route: exact GP regression of the Dirichlet targets (``likelihood="dirichlet"``)
+    or the Laplace approximation (``likelihood="softmax"``)."""
+    MCMC = "mcmc"
+    """Exact softmax-likelihood posterior sampled by MCMC (``ntkbayes.samplers.sample_gp_classification``);
+    ``likelihood`` is not used (the model is the softmax likelihood)."""
 
 
 class Backend(str, Enum):
@@ -168,16 +208,29 @@ class GPClassifier(Method):
         max_train: training points used at most (stratified subsample beyond).
         backend: :class:`Backend`. train_iters, lr: Adam settings of the GPyTorch backend.
         likelihood: :class:`Likelihood` of the exact backend (``gpytorch`` is Dirichlet-based).
+        inference: :class:`Inference` (module docstring). With ``"mcmc"``: weight_decay λ > 0 (``ntk`` kernel: prior
+            Θ/(λN)); sampler (:class:`~ntkbayes.samplers.gp_classification.Sampler`), chains, warmup, samples, thin
+            (kept draws per chain: samples // thin ≥ 4) and sampler_seed (varies the chains without changing the
+            cell's seed, as ``hmc``'s); ``link`` must be ``"mc"`` and ``num_samples`` is not used.
+
+    ``info_`` with ``inference="mcmc"`` (the keys of ``hmc``): ``rhat`` and ``ess_bulk`` (function space, validation
+    probabilities), ``flagged`` (R-hat > 1.05 or bulk ESS < 100), ``divergences``, ``step_size``, ``grad_evals``,
+    ``seconds`` (sampling), ``fit_seconds``, ``num_train``; also ``rhat_train``/``ess_bulk_train`` (training
+    probabilities), ``rhat_latents``, ``jitter``, the kernel's ``prior_scale`` and for ``ntk`` ``weight_decay`` and
+    ``prior_precision`` κ.
     """
 
     name = "gp"
     family = "gp"
     test_params: ClassVar[dict[str, Any]] = {"num_samples": 4, "train_iters": 5, "max_train": 200}
-    dry_run_params: ClassVar[dict[str, Any]] = {"max_train": 64, "num_samples": 8, "train_iters": 3}
+    dry_run_params: ClassVar[dict[str, Any]] = {"max_train": 64, "num_samples": 8, "train_iters": 3, "chains": 2,
+                                                "warmup": 5, "samples": 4, "thin": 1}
     #: The kernel family; its scales are fitted inside the method by the marginal likelihood.
     search_space: ClassVar[dict[str, list]] = {"kernel": ["rbf", "nngp", "ntk"]}
     param_bounds = {"num_samples": (1, None), "depth": (0, None), "w_std": (0.0, None), "b_std": (0.0, None),
-                    "max_train": (2, None), "train_iters": (1, None), "lr": (0.0, None)}
+                    "max_train": (2, None), "train_iters": (1, None), "lr": (0.0, None), "weight_decay": (0.0, None),
+                    "chains": (1, None), "warmup": (0, None), "samples": (4, None), "thin": (1, None),
+                    "sampler_seed": (0, None)}
     param_checks = {"lengthscale": _scale_check(("median", "ml")), "outputscale": _scale_check(("ml",))}
 
     def __init__(self, *, kernel: Covariance = Covariance.RBF, lengthscale: str | float = "ml",
@@ -185,7 +238,10 @@ class GPClassifier(Method):
                  num_samples: int = DEFAULT_NUM_SAMPLES, depth: int = 2, activation: Activation = Activation.RELU,
                  w_std: float = 1.5, b_std: float = 0.05, max_train: int = DEFAULT_MAX_TRAIN,
                  backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR,
-                 likelihood: Likelihood = Likelihood.DIRICHLET):
+                 likelihood: Likelihood = Likelihood.DIRICHLET, inference: Inference = Inference.ANALYTIC,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY, sampler: Sampler = Sampler.NUTS,
+                 chains: int = DEFAULT_CHAINS, warmup: int = DEFAULT_WARMUP, samples: int = DEFAULT_SAMPLES,
+                 thin: int = DEFAULT_THIN, sampler_seed: int = 0):
         self._store_params(locals())
 
     # -- hyperparameter checks --------------------------------------------------------------------------------
@@ -194,10 +250,36 @@ class GPClassifier(Method):
         self.kernel_ = Covariance(self.kernel)
         self.link_ = GaussianLink(self.link)
         self.backend_ = Backend(self.backend)
+        self.inference_ = Inference(self.inference)
+        if self.inference_ is Inference.MCMC:
+            self._check_mcmc()
+            self.likelihood_ = Likelihood.SOFTMAX
         if self.backend_ is Backend.GPYTORCH and self.likelihood_ is not Likelihood.DIRICHLET:
             raise ValueError(f"likelihood: backend='gpytorch' is Dirichlet-based, got {self.likelihood_.value!r}")
         if self.backend_ is Backend.GPYTORCH and self.kernel_ is not Covariance.RBF:
             raise ValueError(f"kernel: backend='gpytorch' supports 'rbf' only, got {self.kernel_.value!r}")
+
+    def _check_mcmc(self) -> None:
+        """Options of ``inference="mcmc"`` (ValueError naming the option)."""
+        Sampler(self.sampler)
+        if self.backend_ is not Backend.EXACT:
+            raise ValueError(f"backend: inference='mcmc' runs on the exact backend, got {self.backend_.value!r}")
+        if self.link_ is not GaussianLink.MC:
+            raise ValueError(f"link: inference='mcmc' has one member per posterior draw (link='mc'), got "
+                             f"{self.link_.value!r}")
+        for key, low in (("chains", 1), ("warmup", 0), ("samples", 1), ("thin", 1), ("sampler_seed", 0)):
+            if int(getattr(self, key)) < low:
+                raise ValueError(f"{key}: expected an integer ≥ {low}, got {getattr(self, key)!r}")
+        if int(self.samples) // int(self.thin) < 4:
+            raise ValueError(f"samples: expected samples // thin ≥ 4 (R-hat splits chains), got {self.samples} // "
+                             f"{self.thin}")
+        if self.kernel_ is Covariance.NTK:
+            if not (float(self.weight_decay) > 0 and math.isfinite(float(self.weight_decay))):
+                raise ValueError(f"weight_decay: inference='mcmc' with kernel='ntk' needs λ > 0 (prior Θ/(λN)), got "
+                                 f"{self.weight_decay!r}")
+            if self.outputscale != "ml":
+                raise ValueError(f"outputscale: inference='mcmc' with kernel='ntk' uses the prior Θ/(λN) (set "
+                                 f"weight_decay instead), got {self.outputscale!r}")
 
     @property
     def _activation(self) -> str:
@@ -253,7 +335,12 @@ class GPClassifier(Method):
         else:
             lengthscales = [median if self.lengthscale == "median" else float(self.lengthscale)]
         scales = list(OUTPUTSCALE_GRID) if self.outputscale == "ml" else [float(self.outputscale)]
-        self.info_.update(likelihood=self.likelihood_.value, lengthscale_median=median)
+        self.info_.update(likelihood=self.likelihood_.value, lengthscale_median=median,
+                          inference=self.inference_.value)
+        if self.inference_ is Inference.MCMC:
+            x_val = data.val.x if len(data.val) else data.train.x
+            self._fit_mcmc(x, Y, lengthscales, scales, x_val.flatten(1).to(device, torch.float64), seed)
+            return
         if self.likelihood_ is Likelihood.DIRICHLET:
             self._fit_dirichlet(x, y, C, lengthscales, scales)
             return
@@ -297,6 +384,54 @@ class GPClassifier(Method):
                 else:
                     break
         return best[0], best[1], best[3], grid
+
+    def _fit_mcmc(self, x: Tensor, Y: Tensor, lengthscales: list, scales: list, x_val: Tensor, seed: int) -> None:
+        """Prior covariance (module docstring), then the softmax posterior by MCMC and its diagnostics."""
+        start = time.perf_counter()
+        x, Y, x_val = x.cpu(), Y.cpu(), x_val.cpu()                   # the samplers run on the CPU (pyro NUTS)
+        self.x_train_ = x
+        N = x.shape[0]
+        if N > MCMC_MAX_TRAIN:
+            raise ValueError(f"inference='mcmc': N = {N} training points exceed MCMC_MAX_TRAIN = {MCMC_MAX_TRAIN} "
+                             f"(NUTS costs O(N²C) per gradient); set max_train ≤ {MCMC_MAX_TRAIN} to subsample")
+        if self.kernel_ is Covariance.NTK:
+            kappa = float(self.weight_decay) * N                                 # κ = λN, math.md §0 and (c)
+            ls, s = None, 1.0 / kappa
+            self.info_.update(weight_decay=float(self.weight_decay), prior_precision=kappa)
+        elif len(lengthscales) * len(scales) > 1:                               # empirical Bayes, same model
+            ls, s, res, grid = self._search(x, Y, lengthscales, scales)
+            tried_s = sorted({g[1] for g in grid})
+            self.info_.update(log_evidence_laplace=float(res.log_evidence[0]), grid=grid,
+                              at_grid_edge=(len(lengthscales) > 1 and ls in (lengthscales[0], lengthscales[-1]))
+                              or (len(tried_s) > 1 and s in (tried_s[0], tried_s[-1])))
+        else:
+            ls, s = lengthscales[0], scales[0]
+        self.lengthscale_, self.outputscale_ = ls, s
+        self.info_.update(lengthscale=ls, outputscale=None if self.kernel_ is Covariance.NTK else s, prior_scale=s)
+        self.mcmc_seed_ = derive_seed(seed, "gp_mcmc", int(self.sampler_seed))
+        self.predict_seed_ = derive_seed(seed, "gp_mcmc_predict", int(self.sampler_seed))
+        post = sample_gp_classification(s * self._base_kernel(x, x, ls), Y, chains=int(self.chains),
+                                        warmup=int(self.warmup), samples=int(self.samples), thin=int(self.thin),
+                                        seed=self.mcmc_seed_, sampler=self.sampler)
+        self.posterior_ = post
+        chains, draws = post.whitened.shape[:2]
+        val_probs = torch.softmax(self._mcmc_mean(x_val), -1).reshape(chains, draws, -1)
+        info = post.info()
+        self.info_.update({
+            "sampler": Sampler(self.sampler).value, "chains": chains, "draws_per_chain": draws,
+            "step_size": info["step_size"], "divergences": info["divergences"], "grad_evals": info["lik_evals"],
+            "seconds": info["seconds"], "jitter": info["jitter"],
+            **diagnostics.summarize(val_probs),
+            "rhat_train": info["rhat"], "ess_bulk_train": info["ess_bulk"], "rhat_latents": info["rhat_latents"],
+            "num_train": N, "fit_seconds": round(time.perf_counter() - start, 3),
+        })
+
+    def _mcmc_mean(self, x: Tensor) -> Tensor:
+        """(S, M, C) conditional means K*X K⁻¹ F of the test latents, one per draw (no conditional noise)."""
+        k_cross = self.outputscale_ * self._base_kernel(x, self.x_train_, self.lengthscale_)
+        a_t = torch.linalg.solve_triangular(self.posterior_.chol, k_cross.t(), upper=False)
+        v = self.posterior_.whitened.reshape(-1, *self.posterior_.whitened.shape[2:])
+        return torch.einsum("nm,snc->smc", a_t, v)
 
     def _fit_dirichlet(self, x: Tensor, y: Tensor, C: int, lengthscales: list, scales: list) -> None:
         """Exact Dirichlet-based GP (module docstring): (ℓ, s, σ_n²) maximizing the log marginal likelihood over
@@ -376,9 +511,14 @@ class GPClassifier(Method):
         return mean[0], cov[0]
 
     def _predict(self, x: Tensor) -> Predictive:
-        x = x.flatten(1).to(self.device_, torch.float64)
+        x = x.flatten(1).to(self.x_train_.device, torch.float64)
         if x.shape[1] != self.x_train_.shape[1]:
             raise ValueError(f"x: expected {self.x_train_.shape[1]} features, got {x.shape[1]}")
+        if self.inference_ is Inference.MCMC:                       # one member per posterior draw
+            s = self.outputscale_
+            return Predictive.from_logits(self.posterior_.predict_logits(
+                s * self._base_kernel(x, self.x_train_, self.lengthscale_), s * self._base_diag(x),
+                seed=self.predict_seed_))
         mean, cov = self._latent(x)
         if self.link_ is GaussianLink.PROBIT:
             return Predictive.from_logits(posterior.probit_logits(mean, cov).unsqueeze(0))

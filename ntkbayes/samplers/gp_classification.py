@@ -69,6 +69,8 @@ class GPClassificationPosterior:
         chol: (N, N) lower Cholesky factor of K (+ jitter·mean(diag K)·I).
         jitter: relative jitter that was needed (0 when K factored as given).
         lik_evals: likelihood evaluations of the run (gradient evaluations for NUTS). seconds: sampling time.
+        divergences: NUTS divergent transitions after warm-up, all chains (0 for elliptical slice sampling).
+        step_size: NUTS's adapted step size per chain (empty for elliptical slice sampling).
     """
 
     whitened: Tensor
@@ -76,6 +78,8 @@ class GPClassificationPosterior:
     jitter: float
     lik_evals: int
     seconds: float
+    divergences: int = 0
+    step_size: tuple[float, ...] = ()
 
     @property
     def latents(self) -> Tensor:
@@ -95,9 +99,11 @@ class GPClassificationPosterior:
                 "rhat_latents": diagnostics.summarize(latents.reshape(chains, draws, -1))["rhat"]}
 
     def info(self) -> dict:
-        """JSON-serializable facts: chains, draws, jitter, likelihood evaluations, time and :meth:`diagnostics`."""
+        """JSON-serializable facts: chains, draws, jitter, likelihood evaluations, divergences, step sizes, time and
+        :meth:`diagnostics`."""
         return {"chains": int(self.whitened.shape[0]), "draws_per_chain": int(self.whitened.shape[1]),
-                "jitter": self.jitter, "lik_evals": int(self.lik_evals), "seconds": round(self.seconds, 3),
+                "jitter": self.jitter, "lik_evals": int(self.lik_evals), "divergences": int(self.divergences),
+                "step_size": [float(s) for s in self.step_size], "seconds": round(self.seconds, 3),
                 **self.diagnostics()}
 
     def predict_logits(self, k_cross: Tensor, k_test_diag: Tensor, seed: int = 0) -> Tensor:
@@ -164,10 +170,12 @@ def sample_gp_classification(kernel: Tensor, targets: Tensor, *, num_classes: in
         run = nuts(lambda z: 0.5 * (z * z).sum() - log_lik(z[None])[0], init, warmup=warmup, samples=samples,
                    thin=thin, seed=int(seed) + 1)
         draws, evals, seconds = run.samples, sum(run.grad_evals), sum(run.seconds)
+        nuts_facts = {"divergences": int(sum(run.divergences)), "step_size": tuple(float(s) for s in run.step_sizes)}
     else:
         ess = elliptical_slice(log_lik, init, warmup=warmup, samples=samples, thin=thin, seed=int(seed) + 1)
         draws, evals, seconds = ess.samples, ess.lik_evals, ess.seconds
+        nuts_facts = {}
     return GPClassificationPosterior(whitened=draws.reshape(chains, -1, n, c), chol=chol, jitter=jitter,
-                                     lik_evals=evals, seconds=seconds)
+                                     lik_evals=evals, seconds=seconds, **nuts_facts)
 
 __all__ = ["GPClassificationPosterior", "Sampler", "sample_gp_classification"]
