@@ -15,6 +15,10 @@ ensemble). ``prior="ntkgp"`` adds He, Lakshminarayanan & Teh's (NeurIPS 2020) un
 NNGP. We follow math.md (e) without rescaling: the random prior mean has covariance Θ and the prior covariance
 of the MAP problem is Θ/κ, so the NTKGP members are exact posterior samples only for Gaussian likelihoods with
 κ = λN = 1; for other κ (and for CE) they are a randomized-MAP approximation (κ is recorded in ``fit_info``).
+``prior="kappa"`` (analytic kernel) does the rescaling: f0 ~ GP(0, Θ/κ), the sample-then-optimize construction
+(math.md (g)) under which each member is a posterior draw of the GP with kernel Θ/κ (exactly for a Gaussian
+likelihood, approximately for CE); ``fit_info()["prior_scale"]`` is the variance factor of the prior draws' kernel
+(1/κ there, 1 otherwise).
 λ = 0 is allowed with label smoothing (ε > 0): the solution is then the minimum-‖θ − θ0‖ interpolant of the
 smoothed targets, which gradient-based training from θ0 reaches whatever the anchor (math.md (c)).
 
@@ -144,6 +148,11 @@ class Prior(str, Enum):
     """f0 = f(·; θ0): covariance over inits is the NNGP (a plain ensemble)."""
     NTKGP = "ntkgp"
     """f̃ = f + δ with the untrainable δ = J_{<readout}(θ0)·θ*_{<readout}: prior covariance Θ (He et al. 2020)."""
+    KAPPA = "kappa"
+    """f0 ~ GP(0, Θ/κ), κ = λN: the prior functions at the scale of the prior Θ/κ each member is the MAP under
+    (math.md (c)), i.e. the NTKGP prior scaled by κ^{-1/2}. Sample-then-optimize / randomized prior (math.md (g)):
+    each member is an exact posterior draw of GP(0, Θ/κ) for a Gaussian likelihood, a randomized-MAP approximation
+    of it for cross-entropy. ``mode="kernel"``, ``kernel="analytic"`` and λ > 0 only."""
 
 
 class NTKEnsemble(Method):
@@ -159,8 +168,9 @@ class NTKEnsemble(Method):
             stops at ``max_iter`` and records it).
         anchor: ``"init"`` (θ_a = θ0) or ``"zero"`` (θ_a = 0, not with the analytic kernel: its prior mean
             f0 − Jθ0 needs the finite network). label_smoothing: ε ∈ [0, 1).
-        prior: :class:`Prior`. weight_decay_grid: λ values; the one with the best validation NLL of the ensemble is kept
-            (the kernel is computed once for all λ in kernel mode; the other modes train once per λ).
+        prior: :class:`Prior` (``"kappa"``: analytic kernel mode and λ > 0 only). weight_decay_grid: λ values; the
+            one with the best validation NLL of the ensemble is kept (the kernel is computed once for all λ in kernel
+            mode; the other modes train once per λ).
         optimizer: :class:`~ntkbayes.training.Optimizer`. max_iter, tol: L-BFGS iteration cap and gradient tolerance
             ‖∇L_s‖_∞ (None: 1e-8 in float64, 1e-5 in float32); also the Newton tolerance scale in kernel mode.
         batch_size, lr, epochs, patience: Adam. dtype: :class:`~ntkbayes.training.DType` (``"auto"``: float32
@@ -226,6 +236,11 @@ class NTKEnsemble(Method):
         if self.kernel_ is TangentKernel.ANALYTIC and self.anchor_ is solve.Anchor.ZERO and max(lams) > 0:
             raise ValueError("anchor='zero' needs the finite network's prior mean f0 − Jθ0, which has no "
                              "infinite-width form here; use kernel='empirical' or anchor='init'")
+        if self.prior_ is Prior.KAPPA and (self.kernel_ is not TangentKernel.ANALYTIC or min(lams) <= 0.0):
+            raise ValueError("prior='kappa' draws f0 ~ GP(0, Θ/(λN)) from the infinite-width NTK: it needs "
+                             "mode='kernel', kernel='analytic' and weight_decay > 0 (got mode="
+                             f"{self.mode_.value!r}, kernel={self.kernel_.value if self.kernel_ else None!r}, "
+                             f"weight_decay values {lams})")
         self.lams_ = lams
 
     # -- fit ------------------------------------------------------------------------------------------------------
@@ -264,6 +279,11 @@ class NTKEnsemble(Method):
             else:
                 candidates = self._fit_trained(xt, yt, xv, yv)
         self._select(candidates, yv, n)
+        self.info_["prior_scale"] = self._prior_std(self.weight_decay_, n) ** 2    # variance factor of f0's kernel
+
+    def _prior_std(self, lam: float, n: int) -> float:
+        """Factor on the unit-scale prior draws: κ^{-1/2} = (λN)^{-1/2} for ``prior="kappa"``, 1 otherwise."""
+        return 1.0 / math.sqrt(lam * n) if self.prior_ is Prior.KAPPA else 1.0
 
     def _select(self, candidates: list[dict], yv: Tensor, n: int) -> None:
         """Keep the λ with the best validation NLL of the ensemble; record every λ's NLL and convergence."""
@@ -417,15 +437,16 @@ class NTKEnsemble(Method):
         check_memory(need, xt.device, f"analytic NTK solve (N = {n}, {S} members)",
                      "fewer members or fewer training points")
         nngp, ntk = mlp_kernels(xt.double(), **self._kernel_args())
-        prior_k = ntk if self.prior_ is Prior.NTKGP else nngp       # math.md (e): f̃0 ~ N(0, Θ ⊗ I_C)
+        prior_k = nngp if self.prior_ is Prior.STANDARD else ntk    # math.md (e): f̃0 ~ N(0, Θ ⊗ I_C)
         self.gp_prior_ = GPPrior.draw(prior_k, S, C, derive_seed(self.seed_, "analytic_prior"))
         self.info_["prior_jitter"] = self.gp_prior_.jitter
-        f0 = self.gp_prior_.values.to(self.dtype_)
         ntk_s = ntk.to(self.dtype_)
         Y = self._targets(yt, self.dtype_)
-        f0_v, ntk_v = (self._analytic_prior_at(xv) if xv.shape[0] else (None, None))
+        f0_v_unit, ntk_v = (self._analytic_prior_at(xv) if xv.shape[0] else (None, None))
         out = []
         for lam in self.lams_:
+            c0 = self._prior_std(lam, n)                                # prior="kappa": f0 ~ N(0, Θ/κ ⊗ I_C)
+            f0, f0_v = self.gp_prior_.values.to(self.dtype_) * c0, (None if f0_v_unit is None else f0_v_unit * c0)
             if lam > 0:
                 res = solve.solve_ntk_classifier(ntk_s, f0, Y, lam, keep_factors=False, tol=self._newton_tol())
                 coef, conv = res.beta, newton_summary([res])
@@ -443,7 +464,7 @@ class NTKEnsemble(Method):
         x64 = x.flatten(1).to(self.x_train_.device, torch.float64)
         nngp, ntk = mlp_kernels(x64, self.x_train_.double(), **self._kernel_args())
         dn, dt = mlp_kernels_diag(x64, **self._kernel_args())
-        ntkgp = self.prior_ is Prior.NTKGP
+        ntkgp = self.prior_ is not Prior.STANDARD                  # NTKGP and kappa draw from Θ (kappa rescaled)
         f0 = self.gp_prior_.conditional(ntk if ntkgp else nngp, dt if ntkgp else dn, x64)
         return f0.to(self.solve_dtype_), ntk.to(self.solve_dtype_)
 
@@ -463,6 +484,7 @@ class NTKEnsemble(Method):
             out = self.net_.linearized(self.params_, self.params0_, x)
         elif self.kernel_ is TangentKernel.ANALYTIC:
             f0, ntk = self._analytic_prior_at(x)
+            f0 = f0 * self._prior_std(self.weight_decay_, self.x_train_.shape[0])
             return f0 + torch.einsum("mn,bnc->bmc", ntk, self.coef_)        # math.md (c): m* + Θ*X β
         else:
             return self._empirical_logits(x)
