@@ -73,6 +73,9 @@ from ntkbayes.utils import check_memory
 #: O(C N³) per iteration and each grid point of the marginal-likelihood search is one solve: N = 1000, C = 10 takes
 #: seconds per solve on a laptop CPU.
 DEFAULT_MAX_TRAIN = 1000
+#: σb of the ``nngp``/``ntk`` kernels' MLP: the NTK ensemble's (both parameterizations give the same NNGP; under
+#: σb = 0.05 both kernels are nearly positively homogeneous and the boundaries rays from the origin).
+DEFAULT_B_STD = 1.0
 #: Latent samples per prediction (MC link): the predictive's members. 200 keeps the MC error of the mean
 #: probability below ~0.035 (s.e. ≤ 0.5/√200) while prediction stays cheap.
 DEFAULT_NUM_SAMPLES = 200
@@ -204,7 +207,9 @@ class GPClassifier(Method):
             ``dirichlet``, Laplace for ``softmax`` — over ``LENGTHSCALE_GRID`` × median) or a number. outputscale: a
             number s or ``"ml"`` (``OUTPUTSCALE_GRID``; for ``softmax`` extended at its edges).
         link: :class:`~ntkbayes.methods.base.GaussianLink`. num_samples: S for the MC link.
-        depth, activation, w_std, b_std: the MLP whose infinite-width kernel ``nngp``/``ntk`` use.
+        depth, activation, w_std, b_std: the MLP whose infinite-width kernel ``nngp``/``ntk`` use (defaults: the
+            NTK ensemble's, σb = 1; with σb = 0.05 the kernels are nearly positively homogeneous and the decision
+            boundaries rays from the origin, docs/ntk_ensemble.md).
         max_train: training points used at most (stratified subsample beyond).
         backend: :class:`Backend`. train_iters, lr: Adam settings of the GPyTorch backend.
         likelihood: :class:`Likelihood` of the exact backend (``gpytorch`` is Dirichlet-based).
@@ -236,7 +241,7 @@ class GPClassifier(Method):
     def __init__(self, *, kernel: Covariance = Covariance.RBF, lengthscale: str | float = "ml",
                  outputscale: str | float = "ml", link: GaussianLink = GaussianLink.MC,
                  num_samples: int = DEFAULT_NUM_SAMPLES, depth: int = 2, activation: Activation = Activation.RELU,
-                 w_std: float = 1.5, b_std: float = 0.05, max_train: int = DEFAULT_MAX_TRAIN,
+                 w_std: float = 1.5, b_std: float = DEFAULT_B_STD, max_train: int = DEFAULT_MAX_TRAIN,
                  backend: Backend = Backend.EXACT, train_iters: int = DEFAULT_TRAIN_ITERS, lr: float = DEFAULT_LR,
                  likelihood: Likelihood = Likelihood.DIRICHLET, inference: Inference = Inference.ANALYTIC,
                  weight_decay: float = DEFAULT_WEIGHT_DECAY, sampler: Sampler = Sampler.NUTS,
