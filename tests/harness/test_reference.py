@@ -147,3 +147,16 @@ def test_suite_without_reference_writes_no_file(tmp_path):
     summary = run_suite(parse_suite(raw, "r.toml"), tmp_path, progress=False, seeds=[0])
     assert summary.reference is None and not (tmp_path / REFERENCE_FILE).exists()
     assert "ref/" not in leaderboard(tmp_path, "md") and "Reference" not in leaderboard(tmp_path, "html")
+
+
+def test_flagged_reference_is_recorded_and_named_in_the_footnote(store_dir):
+    store = ResultsStore(store_dir)
+    for rec in store.records():
+        if rec["method_label"] == REF:  # a newer ok record of the reference cell, as an hmc fit would write it
+            info = {**rec["fit_info"], "flagged": rec["seed"] == 1, "rhat": 1.01 + rec["seed"]}
+            store.append({**rec, "fit_info": info})
+    compute_references(store_dir, {"blobs": REF})
+    rows = read_rows(store_dir)
+    assert {(r["seed"], r["reference_flagged"], r["reference_rhat"]) for r in rows} == {(0, False, 1.01),
+                                                                                        (1, True, 2.01)}
+    assert "Its sampler diagnostics flagged seed(s) 1 " in leaderboard(store_dir, "md")
