@@ -277,12 +277,16 @@ RENDERED_LEADERBOARDS = {"leaderboard.md": {"fmt": "md"}, "leaderboard.tex": {"f
 def cmd_render(args: argparse.Namespace) -> int:
     """Everything a results directory shows, in one process (the store read once, one warning per bad line):
     leaderboards (Markdown, CSV with its companions, LaTeX by dataset and by metric, HTML, the shift table),
-    the comparisons and the report page."""
+    the comparisons and the report page. ``reference.jsonl`` is first recomputed for the cells whose predictions
+    exist (its rows say which reference each dataset has); without predictions its rows are used as they are."""
+    from ntkbayes.harness.reference import REFERENCE_FILE, compute_references
     from ntkbayes.report.comparison import compare_store
     from ntkbayes.report.export import leaderboard, write_csv
     from ntkbayes.report.html import build_report
 
     root = Path(args.dir)
+    if (root / REFERENCE_FILE).is_file() and (root / "records.jsonl").is_file():
+        compute_references(root)
     written = write_csv(root, root / "leaderboard.csv")
     tables = {name: leaderboard(root, **kw) for name, kw in RENDERED_LEADERBOARDS.items()}
     if args.shift_datasets:

@@ -19,9 +19,14 @@ Tables:
 Cell columns after the parameters' identity: ``converged`` (False when the fit says ``converged = false``, for one
 member or all; None when it does not say), ``temperature`` (a fitted temperature, NaN when none), ``grid_edge``
 (the tuned keys whose selected value lies on the edge of their grid, comma-separated), ``tuned`` (the selected
-parameters, canonical JSON, "" when none) and ``explicit`` (the parameters the suite and the selection set,
-canonical JSON). A method row whose parameters differ only in tuned keys across seeds (each seed has its own
-selection) is one row.
+parameters, canonical JSON, "" when none), ``explicit`` (the parameters the suite and the selection set,
+canonical JSON), ``reference`` (the method row the cell's ``ref/*`` metrics compare it with, "" when none) and
+``reference_flagged`` (that reference cell's sampler flag; None when it has none). A method row whose parameters
+differ only in tuned keys across seeds (each seed has its own selection) is one row.
+
+Read from a results directory, :func:`records` joins the posterior-fidelity rows of ``reference.jsonl``
+(:mod:`ntkbayes.harness.reference`) into each ok cell's metrics (``ref/agreement``, ``ref/tv``, ``ref/kl``) and
+adds ``reference`` (label, run_id, flagged) to the record.
 
 Records written before the metrics left out scores a predictive cannot produce hold constant member scores for
 single-member predictives (mutual information ≡ 0 → AUROC 0.5, FPR95 1 on every OOD set). :func:`records` drops
@@ -49,7 +54,7 @@ CELL_COLUMNS = ["run_id", "dataset", "method", "method_name", "family", "seed", 
 PARAM_PREFIX = "param."
 
 #: Per-cell columns after ``CELL_COLUMNS`` (module docstring).
-INFO_COLUMNS = ["converged", "temperature", "grid_edge", "tuned", "explicit"]
+INFO_COLUMNS = ["converged", "temperature", "grid_edge", "tuned", "explicit", "reference", "reference_flagged"]
 
 #: Sanity flags of a leaderboard row: name → (marker, meaning). Shown, never hidden (docs/tuning.md).
 FLAGS = {
@@ -72,7 +77,8 @@ def records(source) -> list[dict]:
     """The effective record of every cell (``ResultsStore.latest()``), in first-appearance order.
 
     ``source``: a results directory, a ``ResultsStore``, or an iterable of records (taken as effective already).
-    Raises ValueError when a directory has no ``records.jsonl``.
+    From a directory or store, the rows of ``reference.jsonl`` are joined in (module docstring). Raises ValueError
+    when a directory has no ``records.jsonl``.
     """
     from ntkbayes.harness.store import RECORDS_FILE, ResultsStore
 
@@ -80,8 +86,23 @@ def records(source) -> list[dict]:
         if not (Path(source) / RECORDS_FILE).is_file():
             raise ValueError(f"{source}: not a results directory (no {RECORDS_FILE})")
         source = ResultsStore(source)
-    recs = list(source.latest().values()) if isinstance(source, ResultsStore) else list(source)
-    return [_drop_constant_member_scores(r) for r in recs]
+    if not isinstance(source, ResultsStore):
+        return [_drop_constant_member_scores(r) for r in source]
+    from ntkbayes.harness.reference import rows_by_run_id
+
+    rows = rows_by_run_id(source.root)
+    return [_join_reference(_drop_constant_member_scores(r), rows) for r in source.latest().values()]
+
+
+def _join_reference(rec: dict, rows: Mapping[str, list[dict]]) -> dict:
+    """``rec`` with the ``ref/*`` metrics of its reference row (same run_id and dataset label) and ``reference``."""
+    match = [r for r in rows.get(rec["run_id"], ()) if r["dataset_label"] == rec.get("dataset_label")]
+    if rec["status"] != "ok" or not match:
+        return rec
+    row = match[-1]  # one per dataset label unless the file was edited by hand: the last in file order
+    return {**rec, "metrics": {**(rec.get("metrics") or {}), **row["metrics"]},
+            "reference": {"label": row["reference_label"], "run_id": row["reference_run_id"],
+                          "flagged": row.get("reference_flagged")}}
 
 
 def _drop_constant_member_scores(rec: Mapping) -> dict:
@@ -165,13 +186,16 @@ def _info(rec: Mapping) -> dict[str, Any]:
     fit_info = rec.get("fit_info") or {}
     temp = fit_info.get("temperature")
     sel = rec.get("selection") or {}
+    ref = rec.get("reference") if isinstance(rec.get("reference"), Mapping) else {}
     explicit = rec.get("explicit_params")
     explicit = explicit if isinstance(explicit, Mapping) else (sel.get("params") or {})
     return {"converged": _converged(fit_info),
             "temperature": float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else math.nan,
             "grid_edge": ",".join([*(sel.get("grid_edge") or []), *_fitted_edges(fit_info)]),
             "tuned": _param_value(sel["params"]) if sel.get("params") else "",
-            "explicit": _param_value(dict(explicit))}
+            "explicit": _param_value(dict(explicit)),
+            "reference": str(ref.get("label") or ""),
+            "reference_flagged": ref.get("flagged") if isinstance(ref.get("flagged"), bool) else None}
 
 
 def metric_frame(source) -> pd.DataFrame:

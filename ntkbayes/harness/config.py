@@ -17,6 +17,7 @@ its ``exec``)::
     dataset = "digits"
     id_classes = [0, 1, 2, 3, 4]
     shift = ["gaussian_noise", "rotation"]   # optional: shifted-test evaluation (ntkbayes.data.shift kinds)
+    reference = "map"         # optional, not hashed: the method row the others are scored against (ref/*)
 
     [methods.map]             # table key = label; the method is the label unless `method` names it,
     width = 64                # so one method can appear twice with different parameters
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from ntkbayes.errors import UserError
+from ntkbayes.harness.reference import check_references
 from ntkbayes.harness.values import (
     annotation_kinds,
     canonical_json,
@@ -119,6 +121,8 @@ class DatasetSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     shift: tuple[str, ...] = ()
+    reference: str | None = None
+    """Method row label the other rows are scored against (:mod:`ntkbayes.harness.reference`); None: none."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,8 @@ def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
     if name not in known:
         raise UserError(f"{where}: unknown dataset {name!r}; available: {', '.join(known) or 'none'}")
     shift = _parse_shift(f"{where} shift", table.pop("shift", []))
+    if not isinstance(reference := table.pop("reference", None), (str, type(None))) or reference == "":
+        raise UserError(f"{where} reference: expected the label of a method row, got {reference!r}")
     defaults = _dataset_options(name)
     options = {}
     for key, value in table.items():
@@ -306,7 +312,7 @@ def _parse_dataset(path: Path, label: str, table: Any) -> DatasetSpec:
             )
         default = defaults.get(key, None) if defaults is not None else None
         options[key] = check_value(value, default, f"{where} {key}")
-    return DatasetSpec(label=label, name=name, options=options, shift=shift)
+    return DatasetSpec(label=label, name=name, options=options, shift=shift, reference=reference)
 
 
 def _parse_shift(where: str, value: Any) -> tuple[str, ...]:
@@ -425,6 +431,7 @@ def parse_suite(raw: Mapping[str, Any], path: str | Path = "<suite>", *, unknown
     labels = tuple(d.label for d in datasets)
     methods = tuple(_parse_method(path, k, v, unknown_methods, labels)
                     for k, v in _labels(path, raw, "methods").items())
+    check_references(path, datasets, methods)
     suite = Suite(name=name, path=str(path), seeds=seeds, datasets=datasets, methods=methods,
                   device=Device(device), data_root=data_root, description=description, threads=threads,
                   tf32=tf32)

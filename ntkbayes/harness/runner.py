@@ -11,6 +11,9 @@ Dry run (:func:`dry_run_suite`): the same suite with tiny data, the parameter ca
 replaced), the first seed and the CPU, into its own results directory. Its cells load stand-in data of the real
 shapes (``ntkbayes.data.load(..., stand_in=True)``), so no dataset file is needed, and run the same code path
 (fit, predict, shift, records): a GPU suite can be checked on a laptop or in CI.
+
+After the cells, :func:`run_suite` scores every dataset's rows against the dataset's ``reference`` row, where the
+suite names one (:func:`ntkbayes.harness.reference.compute_references`, ``reference.jsonl``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ntkbayes.errors import UserError
 from ntkbayes.harness.cell import clear_data_cache, load_data
 from ntkbayes.harness.config import Cell, Device, Suite, _dataset_options, canonical_json, load_suite
 from ntkbayes.harness.executors import Executor, get_executor, local_executor
+from ntkbayes.harness.reference import ReferenceSummary, compute_references
 from ntkbayes.harness.store import STATUS_FAILED, STATUS_OK, ResultsStore
 
 #: Dataset options set in a dry run where the dataset has them: 120 training images is the least a 10-class
@@ -55,6 +59,8 @@ class RunSummary:
     """The selection file whose tuned parameters the cells use (None: none)."""
     unselected: int = 0
     """Cells the selection file has no entry for (they run with the suite's parameters)."""
+    reference: ReferenceSummary | None = None
+    """The posterior-fidelity rows written after the cells (None: no dataset of the suite names a reference)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +83,7 @@ class RunSummary:
             s += f"; tuned parameters from {self.selection}"
             if self.unselected:
                 s += f" ({self.unselected} cells not in it: suite parameters; rerun `ntkbayes tune`)"
-        return s
+        return s + (f"\n{self.reference}" if self.reference is not None else "")
 
 
 def preflight(suite: Suite, cells: list[Cell]) -> None:
@@ -237,6 +243,10 @@ def run_suite(suite: Suite | str | os.PathLike, out_dir: str | os.PathLike, *, d
     summary = run_cells(suite, cells, out_dir, device=device, executor=executor, progress=progress,
                         address=address, retry_failed=retry_failed, threads=threads, t_start=t_start)
     summary.selection, summary.unselected = None if path is None else str(path), unselected
+    references = {ds.label: ds.reference for ds in suite.datasets if ds.reference is not None}
+    if references:  # after the cells: every row against its dataset's reference (ntkbayes.harness.reference)
+        summary.reference = compute_references(out_dir, references, prefer=[c.run_id for c in cells])
+        summary.seconds = time.perf_counter() - t_start
     return summary
 
 

@@ -460,6 +460,25 @@ class ResultsStore:
         return n
 
 
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync, ``os.replace`` (readers see the old
+    file or the whole new one, never half of it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def prediction_arrays(test_pred, labels, ood_preds: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Arrays of the predictions file: member probabilities as float32, labels as int64."""
     out = {"test_probs": _probs32(test_pred), "test_labels": np.asarray(_numpy(labels), dtype=np.int64)}

@@ -2,7 +2,8 @@
 
 Keys are lower-case ``group/name``: ``cls/acc``, ``cal/{nll,brier,ece,mce,aece,cwece}``, ``sel/aurc`` and, per OOD
 set and score, ``ood/<set>/<score>/{auroc,aupr_in,aupr_out,fpr95}``; with ``ood_groups``, also
-``ood/near/<score>/<metric>`` and ``ood/far/<score>/<metric>``: the mean over the sets of that group.
+``ood/near/<score>/<metric>`` and ``ood/far/<score>/<metric>``: the mean over the sets of that group. The
+posterior-fidelity keys ``ref/{agreement,tv,kl}`` (:mod:`.reference`) compare two predictives; the harness adds them.
 ``METRIC_INFO`` gives each key pattern's direction, display name and range; ``CONVENTIONS`` (or
 ``conventions(n_bins)``) the choices behind the numbers, which result records store and leaderboards print,
 because the field's tools disagree on them.
@@ -44,12 +45,14 @@ from ntkbayes.metrics.ood import (
     fpr95,
     ood_metrics,
 )
+from ntkbayes.metrics.reference import METRICS as REFERENCE_METRICS
 from ntkbayes.metrics.selective import aurc, aurc_from_confidence, risk_coverage
 from ntkbayes.predictive import LOGIT_SCORES, MEMBER_SCORES, PROB_SCORES, SCORES, Predictive
 
 __all__ = [
     "CONVENTIONS", "DEFAULT_N_BINS", "Direction", "LOG_PROB_FLOOR", "LOGIT_SCORES", "MEMBER_SCORES", "METRIC_INFO",
-    "MetricInfo", "OOD_GROUPS", "OOD_METRICS", "PROB_SCORES", "ReliabilityBins", "SCORES", "accuracy",
+    "MetricInfo", "OOD_GROUPS", "OOD_METRICS", "PROB_SCORES", "REFERENCE_METRICS", "ReliabilityBins", "SCORES",
+    "accuracy",
     "adaptive_bins", "adaptive_ece", "aupr_in",
     "aupr_out", "aurc", "aurc_from_confidence", "auroc", "average_precision", "bin_edges", "bin_index",
     "brier", "classwise_ece", "conventions", "ece", "evaluate", "evaluate_ood", "fpr95", "mce", "metric_info",
@@ -121,6 +124,8 @@ METRIC_INFO: dict[str, MetricInfo] = {
                                               "cal/nll on the shifted test set"),
     "shift/<kind>/<severity>/ece": MetricInfo(f"ECE under shift ({_B} bins)", Direction.LOWER, (0.0, 1.0),
                                               "cal/ece on the shifted test set"),
+    **{key: MetricInfo(name, Direction(direction), bounds, description)  # posterior fidelity (benchmarks.md §1)
+       for key, (name, direction, bounds, description) in REFERENCE_METRICS.items()},
 }
 
 #: Near / far OOD groups a dataset may declare for its OOD sets (``DatasetSplits.ood_groups``; default "near").

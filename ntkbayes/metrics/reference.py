@@ -29,11 +29,15 @@ from ntkbayes.predictive import Predictive
 #: Smallest probability the method's predictive is credited with inside ``ref/kl`` (log floor −27.6).
 PROB_FLOOR = 1e-12
 
-#: The metrics :func:`reference_metrics` returns, with their direction and meaning (for the leaderboard).
-METRICS: dict[str, tuple[str, str]] = {
-    "ref/agreement": ("higher", "top-1 agreement of the predictive mean with the reference's"),
-    "ref/tv": ("lower", "mean total variation between the predictive means, in [0, 1]"),
-    "ref/kl": ("lower", "mean KL(reference ‖ method) of the predictive means, nats, method floored at 1e-12"),
+#: The metrics :func:`reference_metrics` returns: key → (display name, direction, (low, high), description); the
+#: one declaration ``ntkbayes.metrics.METRIC_INFO`` and the leaderboard read.
+METRICS: dict[str, tuple[str, str, tuple[float, float], str]] = {
+    "ref/agreement": ("Agreement with the reference", "higher", (0.0, 1.0),
+                      "top-1 agreement of the predictive mean with the reference's"),
+    "ref/tv": ("TV to the reference", "lower", (0.0, 1.0),
+               "mean total variation between the predictive means, in [0, 1]"),
+    "ref/kl": ("KL(reference ‖ method) (nats)", "lower", (0.0, math.inf),
+               "mean KL(reference ‖ method) of the predictive means, nats, method floored at 1e-12"),
 }
 
 

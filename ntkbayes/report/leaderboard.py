@@ -20,9 +20,11 @@ superscript markers with a legend, never hidden.
 
 Rows are in the same order in every table: by family (``record["family"]``, else the method name; ``FAMILY_ORDER``
 first), then by label. Directions come from ``ntkbayes.metrics.METRIC_INFO`` (a key it does not know is shown but
-neither ranked nor bold). Exports (``render``): Markdown, CSV (long, full precision ``repr(float)``; with
-``write_csv`` also a cells CSV holding each cell's parameters once and a summary CSV), LaTeX (booktabs, tables cut
-to fit the text width) and HTML (tables cut to fit 1400 px, grouped headers, sticky first column).
+neither ranked nor bold). A dataset whose suite names a reference row (``reference.jsonl``) also gets the
+``ref/*`` columns and a footnote naming that row (:func:`reference_notes`). Exports (``render``): Markdown, CSV
+(long, full precision ``repr(float)``; with ``write_csv`` also a cells CSV holding each cell's parameters once and a
+summary CSV), LaTeX (booktabs, tables cut to fit the text width) and HTML (tables cut to fit 1400 px, grouped
+headers, sticky first column).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from ntkbayes import results as _results
-from ntkbayes.metrics import OOD_GROUPS
+from ntkbayes.metrics import OOD_GROUPS, REFERENCE_METRICS
 from ntkbayes.metrics import higher_is_better as _direction
 from ntkbayes.stats import compare_methods, t_interval
 
@@ -90,10 +92,11 @@ def method_order(cells: pd.DataFrame) -> list[str]:
 
 
 def default_metrics(keys: Iterable[str]) -> list[str]:
-    """``DEFAULT_METRICS`` present in ``keys``, then the AUROC of each ``DEFAULT_OOD_SCORES`` per near / far group
-    when the keys have group means, else per OOD set (in first-appearance order)."""
+    """``DEFAULT_METRICS`` and the ``ref/*`` metrics present in ``keys``, then the AUROC of each
+    ``DEFAULT_OOD_SCORES`` per near / far group when the keys have group means, else per OOD set (in
+    first-appearance order)."""
     keys = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
-    out = [k for k in DEFAULT_METRICS if k in keys]
+    out = [k for k in (*DEFAULT_METRICS, *REFERENCE_METRICS) if k in keys]
     sets = list(dict.fromkeys(k.split("/")[1] for k in keys if k.startswith("ood/") and k.count("/") == 3))
     groups = [g for g in OOD_GROUPS if g in sets]
     chosen = groups if groups and any(s not in OOD_GROUPS for s in sets) else sets
@@ -161,7 +164,32 @@ def aggregate(tidy: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Da
     for flag in _results.FLAGS:
         agg[flag] = agg[flag].fillna(False).astype(bool)
     agg[["markers", "params"]] = agg[["markers", "params"]].fillna("")
+    agg = agg.merge(reference_notes(tidy), on="dataset", how="left")
+    agg["reference"] = agg["reference"].fillna("")
     return agg
+
+
+def reference_notes(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset whose cells have ``ref/*`` metrics: ``reference``, the footnote naming the reference row
+    (:func:`reference_text`). ``tidy``: :func:`ntkbayes.results.load`'s frame."""
+    cells = tidy.drop_duplicates("run_id")
+    rows = []
+    for ds, g in cells.groupby("dataset", sort=False):
+        labels = sorted({str(x) for x in g.get("reference", ()) if isinstance(x, str) and x})
+        if labels:
+            flagged = g[g.get("reference_flagged", pd.Series(index=g.index, dtype=object)).eq(True)]
+            rows.append({"dataset": ds, "reference": reference_text(labels, sorted(set(flagged["seed"])))})
+    return pd.DataFrame(rows, columns=["dataset", "reference"])
+
+
+def reference_text(labels: Iterable[str], flagged_seeds: Iterable[int] = ()) -> str:
+    """The footnote of a dataset's ``ref/*`` columns: which row is the reference and what was measured."""
+    names = " / ".join(labels)
+    text = (f"Reference: {names}. The ref/* columns compare each row's predictive mean with the reference row's "
+            "(same seed) on the ID test points: top-1 agreement ↑, total variation ↓, KL(reference ‖ row) ↓ in nats "
+            "with the row's probabilities floored at 1e-12; the reference row itself has none.")
+    seeds = ", ".join(str(int(s)) for s in flagged_seeds)
+    return text + (f" Its sampler diagnostics flagged seed(s) {seeds} (R-hat or ESS out of bounds)." if seeds else "")
 
 
 def mean_ranks(agg: pd.DataFrame, by: str = "dataset") -> pd.DataFrame:
@@ -227,4 +255,4 @@ def summary_text() -> str:
 
 __all__ = ["DEFAULT_METRICS", "DEFAULT_OOD_SCORES", "FAMILY_ORDER", "Format", "Layout", "aggregate",
            "conventions_text", "default_metrics", "flags_text", "family_rank", "higher_is_better", "load_tidy",
-           "mean_ranks", "method_order", "select_metrics", "summary_text"]
+           "mean_ranks", "method_order", "reference_notes", "reference_text", "select_metrics", "summary_text"]

@@ -46,6 +46,10 @@ SHORT = {"cls/acc": "Acc", "cal/nll": "NLL", "cal/brier": "Brier", "cal/ece": "E
 SCORE_SHORT = {"msp": "MSP", "entropy": "H", "expected_entropy": "EH", "mutual_info": "MI", "variance": "Var",
                "energy": "Energy", "max_logit": "MaxLogit"}
 OOD_SHORT = {"auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "fpr95": "FPR95"}
+#: The posterior-fidelity columns (group "vs reference"; ``ntkbayes.metrics.reference``) and their legend.
+REF_SHORT = {"ref/agreement": "Agree", "ref/tv": "TV", "ref/kl": "KL"}
+REF_LEGEND = {"Agree": "top-1 agreement with the reference row", "TV": "total variation to the reference row",
+              "KL": "KL(reference ‖ row), nats"}
 LEGEND = {"Acc": "accuracy", "NLL": "negative log-likelihood (nats)", "Brier": "Brier score",
           "ECE": "expected calibration error", "aECE": "adaptive ECE", "MCE": "maximum calibration error",
           "cwECE": "classwise ECE", "AURC": "area under the risk-coverage curve", "MSP": "1 − max p",
@@ -80,6 +84,8 @@ class Table:
     """Parameters per row ("" for none; ``Layout.GROUPS`` only)."""
     notes: list[str] = field(default_factory=list)
     """``Layout.DATASETS``: "method: u on digits" per flagged row."""
+    reference: str = ""
+    """The footnote naming the reference row of the ``ref/*`` columns ("" when the table has none)."""
 
     def marker(self, i: int) -> str:
         return self.markers[i] if i < len(self.markers) else ""
@@ -101,6 +107,8 @@ def column_names(key: str) -> tuple[str, str]:
     """(group header, short header) of a metric key: ("ID", "Acc"), ("OOD heldout", "MI AUROC")."""
     if key in SHORT:
         return "ID", SHORT[key]
+    if key in REF_SHORT:
+        return "vs reference", REF_SHORT[key]
     parts = key.split("/")
     if len(parts) == 4 and parts[0] == "ood":
         return f"OOD {parts[1]}", f"{SCORE_SHORT.get(parts[2], parts[2])} {OOD_SHORT.get(parts[3], parts[3])}"
@@ -152,7 +160,8 @@ def tables(agg: pd.DataFrame, layout: Layout = Layout.GROUPS) -> list[Table]:
             out.append(Table(ds, rows, [_n_text(first.loc[m]) for m in rows], cols,
                              [_rank_text(mr, (ds, m)) for m in rows],
                              markers=[_get(first, m, "markers") for m in rows],
-                             params=[_get(first, m, "params") for m in rows]))
+                             params=[_get(first, m, "params") for m in rows],
+                             reference=_reference(g, [c.key for c in cols])))
         return out
     mr = mean_ranks(agg, "metric").set_index(["metric", "method"])
     order = list(dict.fromkeys(agg["method"].sort_index(kind="stable")))
@@ -173,9 +182,17 @@ def tables(agg: pd.DataFrame, layout: Layout = Layout.GROUPS) -> list[Table]:
             for c in mk or "":
                 marks[method].setdefault(c, []).append(ds)
         notes = [f"{m}: " + ", ".join(f"{c} on {', '.join(d)}" for c, d in marks[m].items()) for m in rows if marks[m]]
+        notes_ref = [f"{ds}: {_reference(gd, [key])}" for ds, gd in g.groupby("dataset", sort=False)
+                     if _reference(gd, [key])]
         out.append(Table(key, rows, None, cols, [_rank_text(mr, (key, m)) for m in rows],
-                         markers=["".join(marks[m]) for m in rows], notes=notes))
+                         markers=["".join(marks[m]) for m in rows], notes=notes, reference=" ".join(notes_ref)))
     return out
+
+
+def _reference(g: pd.DataFrame, keys: list[str]) -> str:
+    """The dataset's reference footnote (``leaderboard.reference_notes``) when ``keys`` show a ``ref/*`` metric."""
+    notes = [x for x in g.get("reference", ()) if isinstance(x, str) and x]
+    return notes[0] if notes and any(k in REF_SHORT for k in keys) else ""
 
 
 def _get(frame: pd.DataFrame, row: str, col: str) -> str:
@@ -229,7 +246,7 @@ def to_markdown(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: s
         data["mean rank"] = t.mean_rank
         index = [r + (f" {t.marker(i).translate(_SUPERSCRIPT)}" if t.marker(i) else "") for i, r in enumerate(t.rows)]
         lines += [f"## {t.title}", "", markdown_table(pd.DataFrame(data, index=index), "method")]
-        lines += [f"{x}\n" for x in (t.flags_legend(), t.params_legend()) if x]
+        lines += [f"{x}\n" for x in (t.flags_legend(), t.params_legend(), t.reference) if x]
     return "\n".join(lines)
 
 
@@ -321,9 +338,11 @@ def _latex_table(t: Table, abbr: dict[str, str], conventions: str, env: str) -> 
         lines.append(" & ".join(parts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     legend = [f"{a} = {full}" for full, a in abbr.items() if a != full]
-    shorts = dict.fromkeys(w for c in t.columns for w in c.short.split() if w in LEGEND)
-    legend += [f"{s}: {LEGEND[s]}" for s in shorts]
-    legend += [x for x in (t.flags_legend(), t.params_legend() if t.part[0] == 1 else "") if x]
+    known = {**LEGEND, **REF_LEGEND}
+    shorts = dict.fromkeys(w for c in t.columns for w in c.short.split() if w in known)
+    legend += [f"{s}: {known[s]}" for s in shorts]
+    legend += [x for x in (t.flags_legend(), t.params_legend() if t.part[0] == 1 else "",
+                           t.reference if t.part[0] == 1 else "") if x]
     if legend:
         lines += [r"\par\smallskip\parbox{\linewidth}{\scriptsize " + latex_escape("; ".join(legend) + ".") + "}"]
     lines += [rf"\end{{{env}}}", ""]
@@ -366,15 +385,17 @@ def to_html(agg: pd.DataFrame, *, title: str = "Leaderboard", conventions: str =
     """HTML tables (class ``ntkbayes-leaderboard``) cut to ``textwidth`` px; ``standalone`` wraps them in a page."""
     esc = html.escape
     body = [f"<style>{LEADERBOARD_CSS}</style>", f"<p>{esc(summary_text())} {esc(conventions)}</p>"]
-    legend = "; ".join(f"{k}: {v}" for k, v in LEGEND.items())
+    specs = tables(agg, layout)
+    with_ref = any(t.reference for t in specs)
+    legend = "; ".join(f"{k}: {v}" for k, v in {**LEGEND, **(REF_LEGEND if with_ref else {})}.items())
     body.append(f'<p class="note">Columns: {esc(legend)}.</p>')
-    for t in tables(agg, layout):
+    for t in specs:
         label_w = max(7.2 * len(r) + 6.0 * len(t.marker(i)) for i, r in enumerate([*t.rows, "method"])) + 12
         n_w = 0.0 if t.n is None else max(7.2 * len(n) for n in [*t.n, "n"]) + 12
         body.append(f"<h2>{esc(t.title)}</h2>")
         for part in cut(t, _html_width, textwidth - 60, label_w + n_w):
             body.append(_html_table(part))
-        body += [f'<p class="note">{esc(x)}</p>' for x in (t.flags_legend(), t.params_legend()) if x]
+        body += [f'<p class="note">{esc(x)}</p>' for x in (t.flags_legend(), t.params_legend(), t.reference) if x]
     fragment = "\n".join(body)
     if not standalone:
         return fragment + "\n"
