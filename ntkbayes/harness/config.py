@@ -232,6 +232,8 @@ class Suite:
     description: str = ""
     threads: int | None = None
     tf32: bool = False
+    merge_duplicates: bool = False
+    """Cells that coincide keep the first instead of being an error (a dry run, whose caps can make rows equal)."""
 
     def cells(self, seeds=None, *, data_root: str | None = None, download: bool = False,
               threads: int | None = None) -> list[Cell]:
@@ -483,6 +485,8 @@ def expand(suite: Suite, seeds=None, *, data_root: str | None = None, download: 
                     resolved_params = normalize({**resolved, **explicit})
                     rid = run_id_of(ds.name, resolved_options, ms.name, resolved_params, seed, evaluation)
                     where = f"[methods.{ms.label}]{row_label[len(ms.label):]} on [datasets.{ds.label}]"
+                    if rid in seen and suite.merge_duplicates:
+                        continue
                     if rid in seen:
                         raise UserError(
                             f"{suite.path}: {where} and {seen[rid]} are the same cell (same dataset, options, "

@@ -122,7 +122,8 @@ def _cap(value: Any, cap: Any) -> Any:
 def dry_run_suite(suite: Suite) -> Suite:
     """The dry-run version of ``suite`` (module docstring): name ``<name>-dry-run``, first seed, CPU, one thread,
     dataset options :data:`DRY_RUN_OPTIONS` where the dataset has them, method parameters capped by the method
-    class's ``dry_run_params`` (swept values too; a sweep whose values coincide after capping keeps one)."""
+    class's ``dry_run_params`` (swept values too; a sweep whose values coincide after capping keeps one, and so
+    does a set of rows that the caps make the same cell)."""
     from ntkbayes import methods
 
     datasets = []
@@ -149,7 +150,7 @@ def dry_run_suite(suite: Suite) -> Suite:
                 params[k] = unique[0]
         specs.append(dataclasses.replace(ms, params=params, sweep=sweep))
     return dataclasses.replace(suite, name=f"{suite.name}-dry-run", seeds=suite.seeds[:1], device=Device.CPU,
-                               threads=1, datasets=tuple(datasets), methods=tuple(specs))
+                               threads=1, datasets=tuple(datasets), methods=tuple(specs), merge_duplicates=True)
 
 
 def _resolve_device(suite: Suite, device: str | None, run: Executor, threads: int | None) -> str:

@@ -3,6 +3,8 @@ preflight, two runners on one store."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 import textwrap
@@ -259,6 +261,21 @@ def test_dry_run_caps_the_suite_and_fails_unknown_methods_only(tmp_path):
 
     with pytest.raises(UserError, match="dry run"):
         run_suite(s, tmp_path, progress=False, dry_run=True, device="cuda")
+
+
+def test_dry_run_merges_rows_its_caps_make_equal(tmp_path):
+    """Two tables that differ only in a capped value are one cell in the dry run (an error in a real run)."""
+    from ntkbayes.errors import UserError
+
+    raw = {"seeds": [0], "datasets": {"_tiny": {"n": 60}},
+           "methods": {"narrow": {"method": "_test_logreg", "members": 3}, "wide": {"method": "_test_logreg",
+                                                                                  "members": 8}}}
+    s = parse_suite(raw, "two.toml")
+    assert len(s.cells()) == 2
+    dry = runner.dry_run_suite(s)
+    assert [c.method_label for c in dry.cells()] == ["narrow"]
+    with pytest.raises(UserError, match="are the same cell"):
+        dataclasses.replace(dry, merge_duplicates=False).cells()
 
 
 def test_failed_record_has_the_cell_and_provenance(tmp_path):
