@@ -4,7 +4,6 @@ preflight, two runners on one store."""
 from __future__ import annotations
 
 import dataclasses
-
 import subprocess
 import sys
 import textwrap
