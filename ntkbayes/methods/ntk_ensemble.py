@@ -398,6 +398,7 @@ class NTKEnsemble(Method):
             theta_v = empirical_ntk(self.module64_, xv.double(), xt.double(), params=p_s).to(self.dtype_) \
                 if xv.shape[0] else None
             priors = {}                                                     # anchor → (train, val) prior means
+            warm = {}                                                       # anchor → (λ, Newton result)
             for lam in self.lams_:
                 anchor = self.anchor_ if lam > 0 else solve.Anchor.INIT     # λ = 0: gradient flow from θ0
                 if anchor not in priors:
@@ -405,8 +406,10 @@ class NTKEnsemble(Method):
                                       self._member_prior(xv, anchor, s)[0] if xv.shape[0] else None)
                 m_tr, mv = priors[anchor]
                 if lam > 0:
+                    a0 = solve.warm_start(warm[anchor][1], lam, warm[anchor][0]) if anchor in warm else None
                     rep = solve.solve_ntk_classifier(theta, m_tr, Y, lam, keep_factors=False,
-                                                     tol=self._newton_tol())
+                                                     tol=self._newton_tol(), alpha0=a0)
+                    warm[anchor] = (lam, rep)
                     coef, cond = rep.beta[0], newton_condition_bound(theta, lam * n)
                 else:                                           # warned once for all members, by condition_info
                     rep, (gamma, cond) = None, quiet_interpolant(theta, m_tr, Y)
@@ -443,12 +446,15 @@ class NTKEnsemble(Method):
         ntk_s = ntk.to(self.dtype_)
         Y = self._targets(yt, self.dtype_)
         f0_v_unit, ntk_v = (self._analytic_prior_at(xv) if xv.shape[0] else (None, None))
-        out = []
+        out, warm = [], None                                            # warm: (λ, Newton result) of the last λ
         for lam in self.lams_:
             c0 = self._prior_std(lam, n)                                # prior="kappa": f0 ~ N(0, Θ/κ ⊗ I_C)
             f0, f0_v = self.gp_prior_.values.to(self.dtype_) * c0, (None if f0_v_unit is None else f0_v_unit * c0)
             if lam > 0:
-                res = solve.solve_ntk_classifier(ntk_s, f0, Y, lam, keep_factors=False, tol=self._newton_tol())
+                a0 = None if warm is None else solve.warm_start(warm[1], lam, warm[0])
+                res = solve.solve_ntk_classifier(ntk_s, f0, Y, lam, keep_factors=False, tol=self._newton_tol(),
+                                                 alpha0=a0)
+                warm = (lam, res)
                 coef, conv = res.beta, newton_summary([res])
                 cond = [newton_condition_bound(ntk_s, lam * n, C)]
             else:

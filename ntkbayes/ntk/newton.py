@@ -257,6 +257,15 @@ def line_search(psi_of, a: Tensor, d: Tensor, psi0: Tensor, m: Tensor):
     return out_a, out_psi
 
 
+def start(a0: Tensor | None, m: Tensor) -> Tensor:
+    """Newton's starting α in the layout of ``m``: 0, or a copy of the warm start ``a0`` (same shape)."""
+    if a0 is None:
+        return torch.zeros_like(m)
+    if a0.shape != m.shape:
+        raise ValueError(f"alpha0: expected the prior means' shape {tuple(m.shape)}, got {tuple(a0.shape)}")
+    return a0.to(dtype=m.dtype, device=m.device).clone()
+
+
 def newton_loop(psi_of, step, a0: Tensor, m: Tensor, tol: float | None, max_iter: int):
     """Shared driver: Newton direction from ``step(a, m, idx)`` (idx: the active members' indices), line search,
     per-member convergence bookkeeping."""

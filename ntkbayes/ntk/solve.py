@@ -52,6 +52,7 @@ from ntkbayes.ntk.newton import (  # noqa: F401  (DEFAULT_* and NewtonResult re-
     newton_loop,
     sqrt_w,
     star_mean,
+    start,
     targets,
     warn_ill_conditioned,
 )
@@ -107,7 +108,7 @@ def _blocks(S: Tensor, v: Tensor) -> Tensor:
 
 
 def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float | None, max_iter: int,
-                      keep: bool) -> NewtonResult:
+                      keep: bool, a0: Tensor | None = None) -> NewtonResult:
     B, N, C = m.shape
     K4 = K.view(N, C, N, C)
 
@@ -128,7 +129,7 @@ def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float 
         w = torch.cholesky_solve(v, L).view(a.shape)
         return bvec - _blocks(S, w)                                     # α_new = b − S L⁻ᵀL⁻¹ S K b
 
-    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, start(a0, m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     logp = torch.log_softmax(f, -1)
@@ -144,7 +145,7 @@ def _newton_full_core(K: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float 
 
 def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
                 max_iter: int = DEFAULT_MAX_ITER, member_chunk: int | None = None,
-                keep_factors: bool = True) -> NewtonResult:
+                keep_factors: bool = True, alpha0: Tensor | None = None) -> NewtonResult:
     """Newton/IRLS for the GP-classifier MAP with a general multi-output kernel (math.md (c), sample-major).
 
     Minimizes Ψ(α) = Σ_i CE(softmax(g_i), y_i) + ½αᵀKα with g = m + Kα, for each of B prior means; never forms
@@ -158,6 +159,9 @@ def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float =
         tol: stop after two steps with |ΔΨ| ≤ tol·max(1, |Ψ|) (None: DEFAULT_TOL, or DEFAULT_TOL_FLOAT32 for
             float32). member_chunk: solve members in chunks of this size (memory).
         keep_factors: keep W^{1/2} and chol(I + SKS) for ``posterior.predict``'s covariance.
+        alpha0: (B, N, C) starting α (None: 0). Ψ is strictly convex and every step is line-searched, so the start
+            changes the iterations, not the optimum: a warm start from a neighbouring λ's solution
+            (:func:`warm_start`) saves most of them.
 
     Returns:
         :class:`NewtonResult` with ``form = "full"``.
@@ -168,8 +172,10 @@ def newton_full(K: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float =
     chunk = member_chunk or m.shape[0]
     check_memory((3 * min(chunk, m.shape[0]) + 1) * (N * C) ** 2 * K.element_size(), K.device,
                  f"full Newton (N*C = {N * C}, {min(chunk, m.shape[0])} members)", MEMORY_OPTION)
-    return cat_results([_newton_full_core(K, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
-                 for i in range(0, m.shape[0], chunk)])
+    a0 = None if alpha0 is None else start(members(alpha0, N, C, K, "alpha0"), m)
+    return cat_results([_newton_full_core(K, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors,
+                                          None if a0 is None else a0[i:i + chunk])
+                        for i in range(0, m.shape[0], chunk)])
 
 
 # ---- block Newton = R&W Algorithm 3.3 with a prior mean — math.md (c) ----
@@ -187,7 +193,7 @@ def _block_factor(Kc: Tensor, sq: Tensor, scale: float) -> tuple[Tensor, Tensor]
 
 
 def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: float | None, max_iter: int,
-                       keep: bool) -> NewtonResult:
+                       keep: bool, a0: Tensor | None = None) -> NewtonResult:
     m, Yc = m.transpose(1, 2).contiguous(), Y.t().contiguous()          # class-major (b, C, N)
 
     def kmv(a: Tensor) -> Tensor:  # blockdiag_c(K_c) a, a (b, C, N)
@@ -207,7 +213,8 @@ def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: floa
         t = torch.cholesky_solve(c.sum(1).unsqueeze(-1), M)             # M⁻ᵀM⁻¹ Σ_c c_c
         return b - c + (E @ t.unsqueeze(1)).squeeze(-1)                 # a_c = b_c − c_c + E_c t
 
-    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a0 = None if a0 is None else a0.transpose(1, 2).contiguous()
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, start(a0, m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     logp = torch.log_softmax(f, 1)
@@ -225,14 +232,16 @@ def _newton_block_core(Kc: Tensor, m: Tensor, Y: Tensor, scale: float, tol: floa
 
 def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
                  max_iter: int = DEFAULT_MAX_ITER, member_chunk: int | None = None,
-                 keep_factors: bool = True, solver: str | Solver = Solver.AUTO, **cg_options) -> NewtonResult:
+                 keep_factors: bool = True, solver: str | Solver = Solver.AUTO, alpha0: Tensor | None = None,
+                 **cg_options) -> NewtonResult:
     """Newton for a class-block kernel K = blockdiag(K_1..K_C): R&W Algorithm 3.3 with a prior mean and a line
     search (math.md (c)). Cost O(B C N³) per iteration, memory about 2·B·C·N² numbers.
 
     Args:
         Kc: (N, N) kernel shared by all classes (e.g. the analytic NTK Θ, multi-output Θ ⊗ I_C) or (C, N, N);
             prior covariance is ``kernel_scale · K_c``.
-        m, Y, tol, max_iter, member_chunk, keep_factors: as in :func:`newton_full` (m, Y sample-major (B, N, C)).
+        m, Y, tol, max_iter, member_chunk, keep_factors, alpha0: as in :func:`newton_full` (m, Y, alpha0
+            sample-major (B, N, C)).
         solver: :class:`Solver`; ``"auto"`` uses Cholesky when it fits in memory and either ``keep_factors`` or
             N ≤ ``AUTO_CG_MIN_N``, CG otherwise. cg_options: ``cg_tol``, ``cg_max_iter``, ``precond_rank`` of
             ``solve_cg.newton_block_cg``.
@@ -247,6 +256,7 @@ def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float
     elif Kc.shape != (C, N, N):
         raise ValueError(f"Kc: expected (N, N)=({N}, {N}) or (C, N, N)=({C}, {N}, {N}), got {tuple(Kc.shape)}")
     m, Y = members(m, N, C, Kc, "m"), targets(Y, N, C, Kc)
+    a0 = None if alpha0 is None else start(members(alpha0, N, C, Kc, "alpha0"), m)
     chunk = member_chunk or m.shape[0]
     try:
         solver = Solver(solver)
@@ -258,14 +268,16 @@ def newton_block(Kc: Tensor, m: Tensor | None, Y: Tensor, *, kernel_scale: float
         solver = Solver.CHOLESKY if fits and (keep_factors or N <= AUTO_CG_MIN_N) else Solver.CG
     if solver is Solver.CG:
         return cat_results([solve_cg.newton_block_cg(Kc, m[i:i + chunk], Y, kernel_scale=kernel_scale, tol=tol,
-                                              max_iter=max_iter, **cg_options)
-                     for i in range(0, m.shape[0], chunk)])
+                                                     max_iter=max_iter, alpha0=None if a0 is None else
+                                                     a0[i:i + chunk], **cg_options)
+                            for i in range(0, m.shape[0], chunk)])
     if cg_options:
         raise ValueError(f"{sorted(cg_options)}: CG options need solver='cg' or 'auto'")
     check_memory(need, Kc.device, f"block Newton (N = {N}, C = {C}, {min(chunk, m.shape[0])} members)",
                  MEMORY_OPTION + ", or solver='cg'")
-    return cat_results([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors)
-                 for i in range(0, m.shape[0], chunk)])
+    return cat_results([_newton_block_core(Kc, m[i:i + chunk], Y, float(kernel_scale), tol, max_iter, keep_factors,
+                                           None if a0 is None else a0[i:i + chunk])
+                        for i in range(0, m.shape[0], chunk)])
 
 
 def solve_ntk_classifier(Theta: Tensor, f0: Tensor, Y: Tensor, lam: float, **kwargs) -> NewtonResult:
@@ -287,6 +299,12 @@ def solve_ntk_classifier(Theta: Tensor, f0: Tensor, Y: Tensor, lam: float, **kwa
     if Theta.shape in ((N, N), (C, N, N)):
         return newton_block(Theta, f0, Y, kernel_scale=scale, **kwargs)
     return newton_full(Theta, f0, Y, kernel_scale=scale, **kwargs)
+
+
+def warm_start(previous: NewtonResult, lam: float, lam_previous: float) -> Tensor:
+    """α to start :func:`solve_ntk_classifier` at λ from its solution at ``lam_previous``: the one with the same
+    logits, since m + Θα/(λN) is unchanged when α scales with λ (α₀ = α_prev · λ/λ_prev)."""
+    return previous.alpha * (lam / lam_previous)
 
 
 def prior_mean(model: torch.nn.Module, x: Tensor, anchor: str | Anchor = Anchor.INIT,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ntkbayes.ntk.newton import DEFAULT_MAX_ITER, MEMORY_OPTION, NewtonResult, newton_loop, sqrt_w
+from ntkbayes.ntk.newton import DEFAULT_MAX_ITER, MEMORY_OPTION, NewtonResult, newton_loop, sqrt_w, start
 from ntkbayes.utils import check_memory
 
 #: Relative residual ‖A v − rhs‖ / ‖rhs‖ at which a Newton step's CG solve stops (float64; float32: 1e-5). The
@@ -176,13 +176,14 @@ def pcg(matvec, rhs: Tensor, precond=None, tol: float = DEFAULT_CG_TOL, max_iter
 
 def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1.0, tol: float | None = None,
                     max_iter: int | None = None, cg_tol: float | None = None,
-                    cg_max_iter: int = DEFAULT_CG_MAX_ITER, precond_rank: int = DEFAULT_PRECOND_RANK) -> NewtonResult:
+                    cg_max_iter: int = DEFAULT_CG_MAX_ITER, precond_rank: int = DEFAULT_PRECOND_RANK,
+                    alpha0: Tensor | None = None) -> NewtonResult:
     """Block-kernel Newton with CG-solved steps (module docstring); same MAP as ``solve.newton_block``.
 
     Args:
         Kc: (1, N, N) shared or (C, N, N) per-class kernel; prior covariance ``kernel_scale``·K_c.
         m: (B, N, C) prior means. Y: (N, C) targets (validated by the caller, ``solve.newton_block``).
-        tol, max_iter: outer Newton settings as in ``solve.newton_block``. cg_tol: relative residual per step
+        tol, max_iter, alpha0: outer Newton settings as in ``solve.newton_block``. cg_tol: relative residual per step
             (default by dtype). cg_max_iter: CG cap per step. precond_rank: pivoted-Cholesky rank r (0: plain CG).
     Returns:
         :class:`~ntkbayes.ntk.newton.NewtonResult` with ``form = "block"``, no factors, ``log_evidence`` NaN and
@@ -222,7 +223,7 @@ def newton_block_cg(Kc: Tensor, m: Tensor, Y: Tensor, *, kernel_scale: float = 1
         worst_res[idx] = torch.maximum(worst_res[idx], res)
         return bvec - (S @ v.unsqueeze(-1)).squeeze(-1)                        # α_new = b − S v
 
-    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, torch.zeros_like(m), m, tol, max_iter)
+    a, psi, iters, conv, dpsi = newton_loop(psi_of, step, start(alpha0, m), m, tol, max_iter)
     u = kmv(a)
     f = m + u
     p = torch.softmax(f, -1)

@@ -202,6 +202,28 @@ def test_block_equals_full_on_kron_kernel(ref, smooth):
     assert (cov3 - cov_b).abs().max() <= solve_tol(N * C, kappa, kss)
 
 
+@pytest.mark.parametrize("form", ["full", "block", "cg"])
+def test_warm_start_reaches_the_same_optimum_in_fewer_steps(ref, form):
+    """Newton from the neighbouring λ's solution (solve.warm_start) converges to the cold start's optimum: Ψ is
+    strictly convex, so the two differ only by the solves' rounding, n·ε·κ (Higham 2002, §7.1) on top of the
+    stopping rule's last step (quadratic convergence: the polished iterate is exact to rounding)."""
+    k, ks, kss, K, Ks, Kss, m, ms = _scalar_problem(ref, B=2)
+    Y = targets(0.0)
+    kern = K if form == "full" else k
+    opts = {"solver": {"block": "cholesky", "cg": "cg"}[form]} if form != "full" else {}
+    lam0, lam = 3e-2, 1e-2
+    prev = solve.solve_ntk_classifier(kern, m, Y, lam0, **opts)
+    cold = solve.solve_ntk_classifier(kern, m, Y, lam, **opts)
+    warm = solve.solve_ntk_classifier(kern, m, Y, lam, alpha0=solve.warm_start(prev, lam, lam0), **opts)
+    assert bool(cold.converged.all()) and bool(warm.converged.all())
+    assert int(warm.iterations.max()) < int(cold.iterations.max())
+    kappa = newton_kappa(k, 1.0 / (lam * N))
+    tol = solve_tol(N * C, kappa, cold.f) if form != "cg" else 1e-6 * float(cold.f.abs().max())  # CG: its cg_tol
+    assert (warm.f - cold.f).abs().max() <= tol
+    with pytest.raises(ValueError, match="alpha0"):
+        solve.solve_ntk_classifier(kern, m, Y, lam, alpha0=torch.zeros(3, N, C, dtype=DT), **opts)
+
+
 @pytest.mark.parametrize("form", ["full", "block"])
 def test_batched_members_equal_separate_solves(ref, form):
     k, ks, kss, K, Ks, _, m, ms = _scalar_problem(ref, B=3, seed=2)
