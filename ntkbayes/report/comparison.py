@@ -64,7 +64,8 @@ HEATMAP_SPLITS = ("test",)
 #: Families (``record["family"]``; the method name for records without one) of the NTK-ensemble variants in the
 #: headline, and the reference families → display name. Matched exactly, never by substring.
 NTK_FAMILIES = ("ntk", "ntk_ensemble")
-REFERENCE_FAMILIES = {"laplace": "Laplace", "gp": "GP", "ensemble": "deep ensemble", "deep_ensemble": "deep ensemble"}
+REFERENCE_FAMILIES = {"laplace": "Laplace", "gp": "GP", "ensemble": "deep ensemble", "deep_ensemble": "deep ensemble",
+                      "reference": "HMC"}
 
 _SAFE = re.compile(r"[^0-9A-Za-z._=-]+")
 
