@@ -15,7 +15,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run render tune reproduce test bench bench-quick lint clean-venv
+.PHONY: run render tune posterior reproduce test bench bench-quick lint clean-venv
 
 SUITE ?= benchmarks/suites/default.toml
 OUT ?= results/default
@@ -41,6 +41,12 @@ run: $(STAMP)
 # Two runners share the trials as in `make run`; the selection is written once both are done.
 tune: $(STAMP)
 	$(NTKBAYES) tune $(SUITE) --out $(OUT)/tuning --workers 2
+
+# The posterior study (benchmarks/suites/posterior.toml → results/posterior, its README): NUTS references and every
+# method's distance to them; about 15 minutes on 2 cores.
+posterior: $(STAMP)
+	$(NTKBAYES) run benchmarks/suites/posterior.toml --out results/posterior --workers 2
+	$(NTKBAYES) render results/posterior
 
 render: $(STAMP)
 	$(NTKBAYES) render $(OUT) $(if $(SHIFT_DATASETS),--shift-datasets $(SHIFT_DATASETS))
