@@ -74,6 +74,9 @@ class PriorFit(str, Enum):
     VAL_NLL = "val_nll"
     """Minimize validation NLL over :data:`PRIOR_GRID`, widened at its edges (:data:`MAX_GRID_EXTENSIONS`), with
     the same link and samples as prediction."""
+    MAP = "map"
+    """κ = λN, the prior precision of the MAP objective itself (math.md §0): the Laplace approximation of the
+    posterior whose mode the MAP is — the one ``hmc`` samples with the same ``weight_decay``. Nothing is fitted."""
 
 
 #: Posterior over the readout only: Laplace Redux's recommended default (most of the gain, a fraction of the cost).
@@ -171,6 +174,8 @@ class Laplace(MAP):
                 warnings.filterwarnings("ignore", message=".*link_approx.*")  # the GLM link plays no part here
                 la.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=MARGLIK_STEPS,
                                             prior_structure="scalar", init_prior_prec=1.0)
+        elif prior_fit is PriorFit.MAP:
+            la.prior_precision = float(self.info_["prior_precision"])
         else:
             grid_nll = self._grid_search(data)
             la.prior_precision = min(grid_nll, key=grid_nll.get)

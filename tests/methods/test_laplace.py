@@ -92,6 +92,14 @@ def test_marglik_prior_precision_maximizes_the_laplace_evidence(blobs):
         assert log_evidence(kappa * step) < log_evidence(kappa)
 
 
+def test_map_prior_fit_uses_the_map_objectives_prior_precision(blobs):
+    """prior_fit="map": κ = λN exactly (the prior of the MAP objective, math.md §0), nothing fitted."""
+    m = methods.create("laplace", **dict(SMALL, prior_fit="map", weight_decay=3e-3)).fit(blobs, seed=0)
+    n = len(blobs.train.y)
+    assert m.prior_precision_ == 3e-3 * n  # the same product in float64 on both sides
+    assert m.fit_info()["prior_fit"] == "map" and "val_nll_grid" not in m.fit_info()
+
+
 def test_validation_grid_uses_the_prediction_settings(blobs):
     m = methods.create("laplace", **dict(SMALL, prior_fit="val_nll", link="mc", num_samples=16)).fit(blobs, seed=0)
     grid = m.fit_info()["val_nll_grid"]
