@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
@@ -368,18 +369,9 @@ class ResultsStore:
             if a.dtype == object:
                 raise ValueError(f"predictions {run_id}: array {k!r} has dtype object (no pickle)")
             clean[k] = a
-        fd, tmp = tempfile.mkstemp(prefix=f".{run_id}.{os.getpid()}.", suffix=".tmp", dir=self.predictions_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **clean)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return final
+        buf = io.BytesIO()
+        np.savez(buf, **clean)
+        return write_atomic(final, buf.getvalue(), tag=run_id)  # temp name .<run_id>.<pid>.*.tmp: see sweep
 
     def save_predictions(self, run_id: str, test_pred, labels, ood_preds: Mapping[str, Any] | None = None,
                          extra: Mapping[str, np.ndarray] | None = None) -> Path:
@@ -460,12 +452,12 @@ class ResultsStore:
         return n
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+def write_atomic(path: str | os.PathLike, data: bytes, *, tag: str | None = None) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync, ``os.replace`` (readers see the old
-    file or the whole new one, never half of it)."""
+    file or the whole new one, never half of it). ``tag`` names the temporary file (default: the file's name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{tag or path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
