@@ -1,6 +1,7 @@
 """``ntkbayes run --workers 2``: two runners share a suite's cells, and an interrupt stops every one of them.
 
-The suite is the smoke suite's MAP on moons over several seeds (about a second a cell). The command runs in its
+The suite is the smoke suite's MAP on moons over several seeds, 100 epochs without early stopping (a few seconds a
+cell: the signal must arrive while cells are still running). The command runs in its
 own session (process group), as ``make run`` does under a terminal or ``timeout -s INT``: SIGINT to the group
 (Ctrl-C) and SIGTERM to the first runner only (``kill``) must each leave no runner alive, a readable store and no
 live claim; the next run must finish the suite with every cell recorded exactly once.
@@ -30,8 +31,8 @@ threads = 1
 n = 300
 [methods.map]
 width = 64
-epochs = 20
-patience = 5
+epochs = 100
+patience = 100
 """
 
 #: Seconds to wait for the first record (a cold start imports torch in each runner) and for the runners to stop.

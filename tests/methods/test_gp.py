@@ -226,7 +226,7 @@ def test_infinite_width_kernels_any_depth_and_activation(kernel, activation, dep
     gp = nb.methods.create("gp", likelihood="softmax", kernel=kernel, activation=activation, depth=depth,
                            outputscale=2.0, link="probit").fit(blobs, seed=0)
     x = blobs.train.x.double()
-    nngp, ntk = mlp_kernels(x, depth=depth, activation=activation)
+    nngp, ntk = mlp_kernels(x, depth=depth, activation=activation, w_std=gp.w_std, b_std=gp.b_std)
     K = 2.0 * (ntk if kernel == "ntk" else nngp)
     res = solve.newton_block(K, None, torch.nn.functional.one_hot(blobs.train.y, 3).double())
     # bound: the same newton_block on the same K (float64): identical up to reduction order, a few ulps × cond
