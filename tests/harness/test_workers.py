@@ -35,8 +35,7 @@ epochs = 100
 patience = 100
 """
 
-#: Cells of the suite: enough that an interrupt sent after the first record lands while cells still run, even when
-#: the worker starts first and the machine is busy (with 6 cells of ~1 s a loaded CI machine finished them all).
+#: Cells of the suite: enough that an interrupt sent after the first record lands while cells still run (~1 s each).
 N_CELLS = 12
 #: Seconds to wait for the first record (a cold start imports torch in each runner) and for the runners to stop.
 START_TIMEOUT_S, STOP_TIMEOUT_S = 120.0, 30.0
@@ -46,8 +45,11 @@ def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
     (tmp_path / "s.toml").write_text(SUITE)
     argv = [sys.executable, "-m", "ntkbayes.cli", "run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"),
             "--no-progress", *extra]
+    # SIGINT back to its default in the child: a shell starts background jobs (`.ci/run &`) with SIGINT ignored, and
+    # Python keeps an inherited SIG_IGN instead of raising KeyboardInterrupt, so Ctrl-C would never reach the runners
     return subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _group_alive(pgid: int) -> bool:
