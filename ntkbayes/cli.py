@@ -277,16 +277,18 @@ RENDERED_LEADERBOARDS = {"leaderboard.md": {"fmt": "md"}, "leaderboard.tex": {"f
 def cmd_render(args: argparse.Namespace) -> int:
     """Everything a results directory shows, in one process (the store read once, one warning per bad line):
     leaderboards (Markdown, CSV with its companions, LaTeX by dataset and by metric, HTML, the shift table),
-    the comparisons and the report page. ``reference.jsonl`` is first recomputed for the cells whose predictions
-    exist (its rows say which reference each dataset has); without predictions its rows are used as they are."""
+    the comparisons and the report page. ``reference.jsonl`` is first recomputed, where records are newer than it,
+    for the cells whose predictions exist (its rows say which reference each dataset has); without predictions its
+    rows are used as they are."""
     from ntkbayes.harness.reference import REFERENCE_FILE, compute_references
     from ntkbayes.report.comparison import compare_store
     from ntkbayes.report.export import leaderboard, write_csv
     from ntkbayes.report.html import build_report
 
     root = Path(args.dir)
-    if (root / REFERENCE_FILE).is_file() and (root / "records.jsonl").is_file():
-        compute_references(root)
+    rows, records = root / REFERENCE_FILE, root / "records.jsonl"
+    if rows.is_file() and records.is_file() and rows.stat().st_mtime < records.stat().st_mtime:
+        compute_references(root)  # records newer than the rows (ntkbayes run computes them after its cells)
     written = write_csv(root, root / "leaderboard.csv")
     tables = {name: leaderboard(root, **kw) for name, kw in RENDERED_LEADERBOARDS.items()}
     if args.shift_datasets:

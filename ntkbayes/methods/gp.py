@@ -53,6 +53,7 @@ from torch import Tensor
 
 from ntkbayes.data.splits import stratified_subset
 from ntkbayes.methods.base import GaussianLink, Method
+from ntkbayes.methods.gp_dirichlet import NOISE_GRID, dirichlet_gp_class, dirichlet_solve, dirichlet_targets
 from ntkbayes.models import Activation
 from ntkbayes.ntk import posterior, solve
 from ntkbayes.predictive import Predictive
@@ -90,11 +91,6 @@ MAX_EXTENSIONS = 4
 LENGTHSCALE_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Points used for the median of pairwise distances (O(n²) distances).
 MEDIAN_POINTS = 1000
-#: α_ε of the Dirichlet transform (GPyTorch's default): the pseudo-count of every class besides the label's 1.
-ALPHA_EPSILON = 0.01
-#: Extra noise variances σ_n² tried by the Dirichlet likelihood (GPyTorch learns one; ``learn_additional_noise``).
-#: 0 is a natural lower end (the transform's own noise is ≥ log 2 ≈ 0.69); a fit at the largest is flagged.
-NOISE_GRID = (0.0, 0.1, 1.0, 10.0)
 #: Test rows per block of the Dirichlet predictive (bounds the C × N × rows work array).
 PREDICT_ROWS = 1024
 #: Adam steps and step size for the GPyTorch backend (GPyTorch's Dirichlet classification example uses 50 at 0.1).
@@ -174,29 +170,6 @@ def _scale_check(allowed: tuple[str, ...]):
         raise ValueError(f"expected one of {list(allowed)} or a positive number, got {value!r}")
 
     return check
-
-
-def dirichlet_targets(y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Regression targets ỹ (N, C) and noise variances σ̃² (N, C) of the Dirichlet transform of labels y (N,)."""
-    alpha = torch.nn.functional.one_hot(y, num_classes).to(torch.float64) + ALPHA_EPSILON
-    var = torch.log(1.0 / alpha + 1.0)
-    return torch.log(alpha) - var / 2, var
-
-
-def dirichlet_solve(K: Tensor, targets: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
-    """Exact GP regression per class with kernel K (N, N), targets (N, C), noise variances (N, C) and a constant
-    mean by generalized least squares. Returns the Cholesky factors L (C, N, N) of K + diag(noise_c), the weights
-    α = (K + D_c)⁻¹(ỹ_c − m_c) (C, N), the means m (C,) and the log marginal likelihood summed over classes."""
-    n, c = targets.shape
-    L = torch.linalg.cholesky(K.unsqueeze(0) + torch.diag_embed(noise.t()))             # (C, N, N)
-    rhs = torch.stack([targets.t(), torch.ones_like(targets.t())], -1)                  # (C, N, 2)
-    sol = torch.cholesky_solve(rhs, L)
-    m = sol[..., 1].mul(targets.t()).sum(1) / sol[..., 1].sum(1)                        # 1ᵀA⁻¹ỹ / 1ᵀA⁻¹1
-    r = targets.t() - m[:, None]
-    alpha = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
-    lml = -0.5 * (r * alpha).sum() - torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum() - 0.5 * n * c * math.log(
-        2 * math.pi)
-    return L, alpha, m, float(lml)
 
 
 class GPClassifier(Method):
@@ -479,7 +452,7 @@ class GPClassifier(Method):
             raise ValueError(f"backend='gpytorch': the training labels must contain all {C} classes")
         lik = gpytorch.likelihoods.DirichletClassificationLikelihood(y, learn_additional_noise=True,
                                                                      dtype=torch.float64).to(x.device)
-        model = _dirichlet_gp_class()(x, lik.transformed_targets, lik, C, median).to(x.device)
+        model = dirichlet_gp_class()(x, lik.transformed_targets, lik, C, median).to(x.device)
         model.train()
         lik.train()
         opt = torch.optim.Adam(model.parameters(), lr=float(self.lr))
@@ -529,25 +502,3 @@ class GPClassifier(Method):
             return Predictive.from_logits(posterior.probit_logits(mean, cov).unsqueeze(0))
         gen = torch.Generator().manual_seed(derive_seed(self.seed_, "gp_samples"))
         return Predictive.from_logits(posterior.sample_logits(mean, cov, int(self.num_samples), gen))
-
-
-def _dirichlet_gp_class():
-    """The GPyTorch model class, defined lazily (gpytorch is imported only for this backend)."""
-    import gpytorch
-
-    class DirichletGP(gpytorch.models.ExactGP):
-        """One GP per class (batch_shape = C) on the Dirichlet-transformed targets (GPyTorch example model)."""
-
-        def __init__(self, x, targets, likelihood, num_classes: int, lengthscale: float):
-            super().__init__(x, targets, likelihood)
-            batch = torch.Size((num_classes,))
-            self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
-            self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(batch_shape=batch),
-                                                             batch_shape=batch)
-            self.covar_module.base_kernel.lengthscale = torch.full((num_classes, 1, 1), lengthscale)
-            self.to(x.dtype)
-
-        def forward(self, x):
-            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    return DirichletGP

@@ -11,7 +11,8 @@ from toydata import tiny_splits
 
 import ntkbayes as nb
 from ntkbayes.data.splits import make_splits
-from ntkbayes.methods.gp import LENGTHSCALE_GRID, NOISE_GRID, OUTPUTSCALE_GRID, dirichlet_targets, median_lengthscale
+from ntkbayes.methods.gp import LENGTHSCALE_GRID, OUTPUTSCALE_GRID, median_lengthscale
+from ntkbayes.methods.gp_dirichlet import NOISE_GRID, dirichlet_targets
 from ntkbayes.ntk import posterior, solve
 from ntkbayes.utils import MemoryEstimateError
 
