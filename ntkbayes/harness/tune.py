@@ -136,7 +136,7 @@ def search_space(suite: Suite, ms: MethodSpec) -> dict[str, list]:
     return space
 
 
-def inner_keys(suite: Suite, ms: MethodSpec, space: Mapping[str, list], objective: Objective) -> dict[str, str]:
+def inner_keys(ms: MethodSpec, space: Mapping[str, list], objective: Objective) -> dict[str, str]:
     """Searched key → list parameter, for the keys of ``space`` the method selects itself (validation NLL only)."""
     from ntkbayes import methods
 
@@ -190,7 +190,7 @@ def trials(suite: Suite, cells: list[Cell], max_trials: int = DEFAULT_MAX_TRIALS
         table = base.method_label.split("[", 1)[0]
         if table not in spaces:
             space = search_space(suite, specs[table])
-            spaces[table] = space, inner_keys(suite, specs[table], space, objective)
+            spaces[table] = space, inner_keys(specs[table], space, objective)
         space, inner = spaces[table]
         outer = {k: v for k, v in space.items() if k not in inner}
         points = trial_points(outer, max_trials) or ([{}] if inner else [])
